@@ -1,0 +1,52 @@
+"""compressed_embeddings: shrink the token embedding of transformers models into codes + a small decoder.
+
+```python
+>>> from compressed_embeddings import CompressedEmbeddingConfig, compress_model  # doctest: +SKIP
+>>> model = compress_model(model, CompressedEmbeddingConfig(compression_ratio=10))  # doctest: +SKIP
+>>> model.save_pretrained("model-ae10")  # doctest: +SKIP
+```
+
+Importing the package registers the compressed model types with `AutoConfig` / `AutoModel*`.
+"""
+
+from .auto import DEFAULT_FAMILIES, register_default_families, register_family
+from .compress import (
+    CompressionReport,
+    UnsupportedModelError,
+    compress_embedding,
+    compress_model,
+    decompress_model,
+)
+from .configuration import (
+    CompressedEmbeddingConfig,
+    CompressedEmbeddingConfigError,
+    compressed_config_class,
+)
+from .layer import CompressedEmbedding, CompressedOutputHead
+from .losses import direction_loss
+from .methods import MethodOutput, register_method
+from .modeling import NotACompressedCheckpointError, compressed_model_class
+from .version import __version__
+
+register_default_families()
+
+__all__ = [
+    "DEFAULT_FAMILIES",
+    "CompressedEmbedding",
+    "CompressedEmbeddingConfig",
+    "CompressedEmbeddingConfigError",
+    "CompressedOutputHead",
+    "CompressionReport",
+    "MethodOutput",
+    "NotACompressedCheckpointError",
+    "UnsupportedModelError",
+    "__version__",
+    "compress_embedding",
+    "compress_model",
+    "compressed_config_class",
+    "compressed_model_class",
+    "decompress_model",
+    "direction_loss",
+    "register_family",
+    "register_method",
+]

@@ -1,0 +1,292 @@
+"""Model surgery: `compress_model` replaces a model's token embedding in place; `decompress_model` undoes it.
+
+Works on any `PreTrainedModel` whose `get_input_embeddings()` is a lookup table (`nn.Embedding` or a
+subclass whose output is the looked-up row times a constant, like Gemma's scaled embedding).
+"""
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+from transformers.utils import logging
+
+from .configuration import CONFIG_KEY, CompressedEmbeddingConfig, compressed_config_class
+from .evaluation import embedding_fidelity
+from .layer import CompressedEmbedding, CompressedOutputHead
+from .methods import run_method
+from .modeling import CompressedModelMixin, compressed_model_class, head_is_tied, install_compressed_embedding
+
+logger = logging.get_logger(__name__)
+
+
+class UnsupportedModelError(ValueError):
+    """The model's embedding cannot be compressed by this library (the message says why)."""
+
+
+@dataclass
+class CompressionReport:
+    """What a compression cost and what it kept."""
+
+    method: str
+    num_embeddings: int
+    embedding_dim: int
+    code_dim: int
+    original_parameters: int
+    stored_parameters: int
+    compression_ratio: float
+    mean_cosine: float
+    min_cosine: float
+    relative_frobenius_error: float
+    norm_ratio: float
+    wall_time_s: float
+    loss_history: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.method}: {self.num_embeddings} x {self.embedding_dim} -> codes {self.num_embeddings} x "
+            f"{self.code_dim} + decoder; {self.original_parameters:,} -> {self.stored_parameters:,} parameters "
+            f"(ratio {self.compression_ratio:.2f}x); mean cosine {self.mean_cosine:.4f} (min {self.min_cosine:.4f}), "
+            f"relative Frobenius error {self.relative_frobenius_error:.4f}; {self.wall_time_s:.1f} s"
+        )
+
+
+def compress_embedding(
+    matrix: torch.Tensor, config: CompressedEmbeddingConfig, *, show_progress: bool = True
+) -> tuple[CompressedEmbedding, CompressionReport]:
+    """Compress an embedding matrix (V x d) into a `CompressedEmbedding` and report what it cost and kept.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from compressed_embeddings import CompressedEmbeddingConfig, compress_embedding
+    >>> matrix = torch.randn(1000, 64)
+    >>> layer, report = compress_embedding(matrix, CompressedEmbeddingConfig(method="svd", code_dim=63))
+    >>> layer.codes.shape
+    torch.Size([1000, 63])
+    ```
+    """
+    if matrix.dim() != 2:
+        raise ValueError(f"Expected an embedding matrix of shape (V, d), got shape {tuple(matrix.shape)}.")
+    matrix = matrix.detach().to("cpu", torch.float32)
+    _check_finite(matrix)
+    if not config.is_resolved:
+        config = config.resolved(num_embeddings=matrix.shape[0], embedding_dim=matrix.shape[1])
+    start = time.perf_counter()
+    output = run_method(matrix, config, show_progress=show_progress)
+    layer = CompressedEmbedding.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        layer.codes.copy_(output.codes)
+        layer.decoder.load_state_dict(output.decoder_state)
+    wall_time = time.perf_counter() - start
+    with torch.no_grad():
+        fidelity = embedding_fidelity(matrix, layer.weight)
+    stored = sum(p.numel() for p in layer.parameters())
+    report = CompressionReport(
+        method=config.method,
+        num_embeddings=matrix.shape[0],
+        embedding_dim=matrix.shape[1],
+        code_dim=config.code_dim,
+        original_parameters=matrix.numel(),
+        stored_parameters=stored,
+        compression_ratio=matrix.numel() / stored,
+        mean_cosine=fidelity.mean_cosine,
+        min_cosine=fidelity.min_cosine,
+        relative_frobenius_error=fidelity.relative_frobenius_error,
+        norm_ratio=fidelity.norm_ratio,
+        wall_time_s=wall_time,
+        loss_history=output.loss_history,
+    )
+    return layer, report
+
+
+def _check_finite(matrix: torch.Tensor) -> None:
+    bad = (~torch.isfinite(matrix)).any(dim=1).nonzero().flatten()
+    if bad.numel():
+        raise ValueError(
+            f"The embedding has {bad.numel()} row(s) with NaN or Inf values (token ids {bad[:10].tolist()}"
+            f"{' ...' if bad.numel() > 10 else ''}). Fix or re-initialise those rows before compressing."
+        )
+
+
+def _input_embedding(model: PreTrainedModel) -> nn.Module:
+    try:
+        embedding = model.get_input_embeddings()
+    except (NotImplementedError, AttributeError):
+        embedding = None
+    if embedding is None:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} exposes no input embeddings (`get_input_embeddings()` is not implemented or "
+            "returns None), so there is no token embedding to compress. Pass a text model that has one."
+        )
+    if isinstance(embedding, CompressedEmbedding):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is already compressed. Call `decompress_model(model)` first to re-compress."
+        )
+    weight = getattr(embedding, "weight", None)
+    if not isinstance(embedding, nn.Embedding) or not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise UnsupportedModelError(
+            f"The input embedding of {type(model).__name__} is a {type(embedding).__name__}, not a lookup table "
+            "(`nn.Embedding` or a subclass), so it cannot be replaced by codes + decoder."
+        )
+    if embedding.max_norm is not None:
+        raise UnsupportedModelError(
+            f"The input embedding of {type(model).__name__} uses max_norm={embedding.max_norm}, which renormalises "
+            "rows at lookup time; this is not supported."
+        )
+    for other_name, other in model.named_modules():
+        if other is not embedding and getattr(other, "weight", None) is weight and not _is_output_head(model, other):
+            raise UnsupportedModelError(
+                f"The input embedding's matrix is also used by `{other_name}` ({type(other).__name__}), a module that "
+                "is neither the input embedding nor the output head; sharing it three ways (as encoder-decoder "
+                "models do) is not supported yet."
+            )
+    return embedding
+
+
+def _is_output_head(model: PreTrainedModel, module: nn.Module) -> bool:
+    return model.get_output_embeddings() is module
+
+
+def _embedding_scale(embedding: nn.Embedding) -> float:
+    """The constant by which `embedding(ids)` multiplies the looked-up rows (1.0 for `nn.Embedding`)."""
+    if type(embedding) is nn.Embedding:
+        return 1.0
+    probe = torch.arange(min(embedding.num_embeddings, 16), device=embedding.weight.device)
+    with torch.no_grad():
+        out = embedding(probe).float()
+        rows = F.embedding(probe, embedding.weight).float()
+    scale = (out * rows).sum() / (rows * rows).sum().clamp_min(1e-30)
+    if not torch.allclose(out, rows * scale, rtol=1e-2, atol=1e-5):
+        raise UnsupportedModelError(
+            f"The input embedding is a {type(embedding).__name__} whose output is not its looked-up rows times a "
+            "constant, so codes + decoder cannot reproduce it."
+        )
+    return float(getattr(embedding, "scalar_embed_scale", scale))
+
+
+def compress_model(
+    model: PreTrainedModel, config: CompressedEmbeddingConfig | None = None, *, show_progress: bool = True
+) -> PreTrainedModel:
+    """Replace `model`'s token embedding by codes + decoder, in place, and return the model.
+
+    The model becomes an instance of its compressed class (`LlamaForCausalLM` -> `CompressedLlamaForCausalLM`,
+    config `CompressedLlamaConfig` with a `compressed_embedding` block), so `save_pretrained` writes a checkpoint
+    that `AutoModel*` classes load back. A tied output head stays tied to the compressed representation
+    (unless `config.compress_output_head=False`, which unties it and keeps the original output matrix); an
+    untied head is left alone. The report is stored as `model.compression_report`.
+
+    Example:
+
+    ```python
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> from compressed_embeddings import CompressedEmbeddingConfig, compress_model
+    >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=99, hidden_size=32, intermediate_size=37,
+    ...     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True))
+    >>> model = compress_model(model, CompressedEmbeddingConfig(method="svd", code_dim=8), show_progress=False)
+    >>> type(model).__name__, model.config.model_type
+    ('CompressedLlamaForCausalLM', 'compressed_llama')
+    ```
+    """
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(f"compress_model expects a transformers PreTrainedModel, got {type(model).__name__}.")
+    if isinstance(model, CompressedModelMixin):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is already compressed. Call `decompress_model(model)` first to re-compress."
+        )
+    config = config if config is not None else CompressedEmbeddingConfig()
+    embedding = _input_embedding(model)
+    weight = embedding.weight.detach()
+    if weight.device.type == "meta":
+        raise UnsupportedModelError("The model's embedding is on the meta device; load real weights first.")
+    scale = _embedding_scale(embedding)
+    tied = head_is_tied(model)
+    if tied and not config.compress_output_head:
+        head = model.get_output_embeddings()
+        head.weight = nn.Parameter(weight.clone())
+        model.config.get_text_config().tie_word_embeddings = False
+        model.config.tie_word_embeddings = False
+        model.all_tied_weights_keys = model.get_expanded_tied_weights_keys(all_submodels=True)
+        tied = False
+    padding_idx = embedding.padding_idx
+    spec = config.resolved(
+        num_embeddings=weight.shape[0],
+        embedding_dim=weight.shape[1],
+        padding_idx=padding_idx,
+        embed_scale=scale,
+        tied_output_head=tied,
+        zero_padding_row=bool(padding_idx is not None and not weight[padding_idx].any()),
+    )
+    layer, report = compress_embedding(weight, spec, show_progress=show_progress)
+    model_class = compressed_model_class(type(model))
+    model.config.__class__ = compressed_config_class(type(model.config))
+    setattr(model.config, CONFIG_KEY, spec.to_dict())
+    model.__class__ = model_class
+    new = install_compressed_embedding(model, spec, tie_head=tied)
+    with torch.no_grad():
+        new.codes.copy_(layer.codes)
+        new.decoder.load_state_dict(layer.decoder.state_dict())
+    model.compression_report = report
+    logger.info(str(report))
+    return model
+
+
+def decompress_model(model: PreTrainedModel) -> PreTrainedModel:
+    """Turn a compressed model back into its stock architecture (a plain lookup table holding the decoded
+    matrix), in place, for runtimes that only know stock models. Returns the model.
+
+    Example:
+
+    ```python
+    >>> model = decompress_model(model)  # doctest: +SKIP
+    >>> type(model).__name__  # doctest: +SKIP
+    'LlamaForCausalLM'
+    ```
+    """
+    if not isinstance(model, CompressedModelMixin):
+        raise ValueError(f"{type(model).__name__} is not a compressed model; there is nothing to decompress.")
+    layer = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    base_class = type(model).base_model_class
+    block = getattr(model.config, CONFIG_KEY)
+    with torch.no_grad():
+        weight = layer.weight.detach().clone()
+    model.config.__class__ = type(model.config).base_config_class
+    model.config.__dict__.pop(CONFIG_KEY, None)
+    model.config.__dict__.pop("auto_map", None)
+    with torch.device("meta"):
+        skeleton = base_class(model.config)
+    embedding = copy.deepcopy(skeleton.get_input_embeddings()).to_empty(device=weight.device)
+    embedding.weight = nn.Parameter(weight)
+    for name, buffer in embedding.named_buffers():
+        if name == "embed_scale":
+            buffer.fill_(layer.embed_scale)
+        else:
+            raise UnsupportedModelError(f"Cannot rebuild buffer {name!r} of {type(embedding).__name__}.")
+    probe = torch.arange(min(layer.num_embeddings, 16), device=weight.device)
+    with torch.no_grad():
+        if not torch.allclose(embedding(probe), layer(probe), rtol=1e-4, atol=1e-5):
+            model.config.__class__ = compressed_config_class(type(model.config))
+            setattr(model.config, CONFIG_KEY, block)
+            raise UnsupportedModelError(f"Rebuilding a stock {type(embedding).__name__} did not reproduce the layer.")
+    model.__class__ = base_class
+    model.__dict__.pop("_tied_weights_keys", None)
+    model.__dict__.pop("compression_report", None)
+    model.set_input_embeddings(embedding)
+    if isinstance(head, CompressedOutputHead):
+        template = skeleton.get_output_embeddings()
+        new_head = copy.deepcopy(template).to_empty(device=weight.device)
+        new_head.weight = embedding.weight
+        if head.bias is not None:
+            new_head.bias = head.bias
+        model.set_output_embeddings(new_head)
+    model.all_tied_weights_keys = model.get_expanded_tied_weights_keys(all_submodels=True)
+    model.tie_weights()
+    return model

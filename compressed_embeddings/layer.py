@@ -1,0 +1,251 @@
+"""The compressed token embedding (codes + decoder) and the output head that shares it.
+
+This file travels inside every saved checkpoint (remote code): it imports only torch and single-dot
+siblings.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .configuration import CompressedEmbeddingConfig
+
+_ACTIVATIONS = {"elu": nn.ELU, "gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+def build_decoder(
+    code_dim: int,
+    embedding_dim: int,
+    hidden_dims: list[int] | tuple[int, ...] = (),
+    activation: str = "elu",
+    bias: bool = True,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """The decoder `code_dim -> *hidden_dims -> embedding_dim`: one `nn.Linear` when `hidden_dims` is empty."""
+    dims = [code_dim, *hidden_dims, embedding_dim]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        if i:
+            layers.append(_ACTIVATIONS[activation]())
+        layers.append(nn.Linear(a, b, bias=bias, device=device, dtype=dtype))
+    return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+
+class CompressedEmbedding(nn.Module):
+    r"""
+    A token embedding stored as per-token codes (`V x k`) and a small decoder (`k -> d`).
+
+    `forward(input_ids)` looks up the codes of the given ids and decodes only those rows; the full
+    `V x d` matrix is never built unless `weight` is read. It keeps the semantics of the embedding it
+    replaces: `padding_idx`, and an output scale such as Gemma's `sqrt(d)` (`embed_scale`, applied to
+    looked-up rows, not to `weight`, exactly like `Gemma3TextScaledWordEmbedding`).
+
+    Args:
+        num_embeddings (`int`): vocabulary size V.
+        embedding_dim (`int`): hidden size d.
+        code_dim (`int`): code width k.
+        decoder_hidden_dims (`list[int]`, *optional*): hidden widths of a non-linear decoder.
+        decoder_activation (`str`, *optional*, defaults to `"elu"`): activation between decoder layers.
+        decoder_bias (`bool`, *optional*, defaults to `True`): bias in the decoder layers.
+        padding_idx (`int`, *optional*): index of the padding token, as in `nn.Embedding`.
+        embed_scale (`float`, *optional*, defaults to 1.0): multiplies every looked-up row.
+        zero_padding_row (`bool`, *optional*, defaults to `False`): the padding row decodes to exact zeros
+            (set when the replaced embedding's padding row was zero).
+        freeze_codes (`bool`, *optional*, defaults to `True`): `codes.requires_grad = False`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from compressed_embeddings import CompressedEmbedding
+    >>> layer = CompressedEmbedding(num_embeddings=100, embedding_dim=32, code_dim=4)
+    >>> layer(torch.tensor([[1, 2, 3]])).shape
+    torch.Size([1, 3, 32])
+    ```
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        code_dim: int,
+        *,
+        decoder_hidden_dims: list[int] | tuple[int, ...] = (),
+        decoder_activation: str = "elu",
+        decoder_bias: bool = True,
+        padding_idx: int | None = None,
+        embed_scale: float = 1.0,
+        zero_padding_row: bool = False,
+        freeze_codes: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if padding_idx is not None and padding_idx < 0:
+            padding_idx += num_embeddings
+        self.padding_idx = padding_idx
+        self.embed_scale = float(embed_scale)
+        self.zero_padding_row = bool(zero_padding_row and padding_idx is not None)
+        self.codes = nn.Parameter(torch.empty(num_embeddings, code_dim, device=device, dtype=dtype))
+        self.codes.requires_grad_(not freeze_codes)
+        self.decoder = build_decoder(
+            code_dim, embedding_dim, decoder_hidden_dims, decoder_activation, decoder_bias, device, dtype
+        )
+        self._embedding_dim = embedding_dim
+        self.reset_parameters()
+
+    @classmethod
+    def from_config(
+        cls, config: CompressedEmbeddingConfig, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> "CompressedEmbedding":
+        """Build the (uninitialised) layer a resolved `CompressedEmbeddingConfig` describes."""
+        return cls(
+            config.num_embeddings,
+            config.embedding_dim,
+            config.code_dim,
+            decoder_hidden_dims=config.decoder_hidden_dims,
+            decoder_activation=config.decoder_activation,
+            decoder_bias=config.use_decoder_bias,
+            padding_idx=config.padding_idx,
+            embed_scale=config.embed_scale,
+            zero_padding_row=config.zero_padding_row,
+            freeze_codes=config.freeze_codes,
+            device=device,
+            dtype=dtype,
+        )
+
+    def reset_parameters(self) -> None:
+        """Random codes (unit-variance rows) and a default-initialised decoder; a no-op on the meta device."""
+        if self.codes.device.type == "meta":
+            return
+        with torch.no_grad():
+            nn.init.normal_(self.codes, std=1.0 / math.sqrt(self.code_dim))
+            for module in self.decoder.modules():
+                if isinstance(module, nn.Linear):
+                    module.reset_parameters()
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def num_embeddings(self) -> int:
+        return self.codes.shape[0]
+
+    @property
+    def code_dim(self) -> int:
+        return self.codes.shape[1]
+
+    @property
+    def embedding_dim(self) -> int:
+        return self._embedding_dim
+
+    @property
+    def is_linear(self) -> bool:
+        """Whether the decoder is a single linear map (then a tied head can run in code space)."""
+        return isinstance(self.decoder, nn.Linear)
+
+    # ------------------------------------------------------------------ compute
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Decode code rows (`... x k`) into embedding rows (`... x d`), without `embed_scale`."""
+        return self.decoder(codes)
+
+    def _zero_padding(self, rows: torch.Tensor, input_ids: torch.Tensor | None) -> torch.Tensor:
+        if not self.zero_padding_row:
+            return rows
+        if input_ids is None:  # full matrix
+            mask = torch.zeros(rows.shape[0], 1, dtype=torch.bool, device=rows.device)
+            mask[self.padding_idx] = True
+        else:
+            mask = (input_ids == self.padding_idx).unsqueeze(-1)
+        return rows.masked_fill(mask, 0.0)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        rows = self._zero_padding(self.decode(F.embedding(input_ids, self.codes)), input_ids)
+        if self.embed_scale != 1.0:
+            rows = rows * torch.tensor(self.embed_scale, dtype=rows.dtype, device=rows.device)
+        return rows
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The decoded `V x d` matrix (without `embed_scale`, like `nn.Embedding.weight`).
+
+        Computed on every access: it costs `V x d` memory and a full decode. Prefer `forward` for lookups.
+        """
+        return self._zero_padding(self.decode(self.codes), None)
+
+    def extra_repr(self) -> str:
+        stored = sum(p.numel() for p in self.parameters())
+        ratio = self.num_embeddings * self.embedding_dim / max(stored, 1)
+        decoder = "linear" if self.is_linear else "mlp"
+        text = (
+            f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}, code_dim={self.code_dim}, "
+            f"decoder={decoder}, stored_parameters={stored}, ratio={ratio:.2f}x"
+        )
+        if self.padding_idx is not None:
+            text += f", padding_idx={self.padding_idx}"
+        if self.embed_scale != 1.0:
+            text += f", embed_scale={self.embed_scale:g}"
+        return text
+
+
+class CompressedOutputHead(nn.Module):
+    r"""
+    An output head tied to a `CompressedEmbedding`: `logits = h @ E^T (+ bias)` with `E` the decoded matrix.
+
+    It owns no copy of the embedding (only an optional per-token `bias`, as in BERT's masked-LM decoder), so
+    input and output always agree. With a linear decoder `E = C W^T + 1 b^T` it computes in code space,
+    `(h W) C^T + (h . b)`, and never builds `E`.
+
+    Args:
+        embedding (`CompressedEmbedding`): the input embedding the head is tied to.
+        bias (`bool`, *optional*, defaults to `False`): a learnt per-token output bias.
+    """
+
+    def __init__(self, embedding: CompressedEmbedding, bias: bool = False) -> None:
+        super().__init__()
+        # A plain attribute, not a submodule: the embedding is registered (and saved) once, where it lives.
+        self.__dict__["_embedding"] = embedding
+        if bias:
+            self.bias = nn.Parameter(
+                torch.zeros(embedding.num_embeddings, device=embedding.codes.device, dtype=embedding.codes.dtype)
+            )
+        else:
+            self.register_parameter("bias", None)
+
+    @property
+    def embedding(self) -> CompressedEmbedding:
+        return self.__dict__["_embedding"]
+
+    @property
+    def in_features(self) -> int:
+        return self.embedding.embedding_dim
+
+    @property
+    def out_features(self) -> int:
+        return self.embedding.num_embeddings
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The decoded matrix the head multiplies by (costly: see `CompressedEmbedding.weight`)."""
+        return self.embedding.weight
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        embedding = self.embedding
+        if embedding.is_linear:
+            decoder = embedding.decoder
+            projected = hidden_states @ decoder.weight  # (..., d) @ (d, k) -> (..., k)
+            logits = F.linear(projected, embedding.codes)
+            if decoder.bias is not None:
+                logits = logits + (hidden_states @ decoder.bias).unsqueeze(-1)
+            if embedding.zero_padding_row:
+                logits = logits.index_fill(-1, torch.tensor([embedding.padding_idx], device=logits.device), 0.0)
+        else:
+            logits = F.linear(hidden_states, embedding.weight)
+        if self.bias is not None:
+            logits = logits + self.bias
+        return logits
+
+    def extra_repr(self) -> str:
+        mode = "code-space" if self.embedding.is_linear else "decoded"
+        return f"tied to CompressedEmbedding(V={self.out_features}, k={self.embedding.code_dim}), {mode}, bias={self.bias is not None}"

@@ -1,0 +1,97 @@
+"""Truncated SVD: the baseline the paper compares against.
+
+Codes are `U_k S_k` (V x k) and the decoder is `V_k^T` (a bias-free `Linear(k, d)`); with
+`decoder_bias=True` the rows are centred first and the mean becomes the decoder bias.
+
+Two solvers, both streaming over row chunks so that only one copy of E is ever held:
+- `"exact"`: eigendecomposition of the `d x d` Gram matrix `E^T E`, accumulated in float64. It gives the
+  optimal rank-k subspace (Eckart-Young) up to float64 rounding, in `O(V d^2)` time.
+- `"randomized"`: Halko-Martinsson-Tropp range finder with power iterations, `O(V d k)`, for very large `d`.
+"""
+
+import torch
+
+from ..configuration import CompressedEmbeddingConfig
+from . import MethodOutput, register_method
+
+EXACT_LIMIT = 50_000_000  # "auto" uses the exact solver up to this many entries, or when d <= 8192
+CHUNK_ROWS = 16384
+
+
+def _chunks(num_rows: int, size: int = CHUNK_ROWS):
+    for start in range(0, num_rows, size):
+        yield slice(start, min(start + size, num_rows))
+
+
+def _fix_signs(basis: torch.Tensor) -> torch.Tensor:
+    """Make each column's largest-magnitude entry positive (a deterministic choice of singular vector sign)."""
+    index = basis.abs().argmax(dim=0)
+    signs = torch.sign(basis[index, torch.arange(basis.shape[1])])
+    signs[signs == 0] = 1
+    return basis * signs
+
+
+def _exact_basis(matrix: torch.Tensor, mean: torch.Tensor | None, rank: int) -> torch.Tensor:
+    d = matrix.shape[1]
+    gram = torch.zeros(d, d, dtype=torch.float64)
+    for rows in _chunks(matrix.shape[0]):
+        block = matrix[rows].double()
+        if mean is not None:
+            block = block - mean
+        gram += block.T @ block
+    _, vectors = torch.linalg.eigh(gram)  # ascending eigenvalues
+    return vectors[:, -rank:].flip(1)
+
+
+def _randomized_basis(
+    matrix: torch.Tensor, mean: torch.Tensor | None, rank: int, oversamples: int, iterations: int, seed: int
+) -> torch.Tensor:
+    d = matrix.shape[1]
+    width = min(rank + oversamples, d)
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.randn(d, width, generator=generator, dtype=torch.float64)
+
+    def gram_times(block_basis: torch.Tensor) -> torch.Tensor:  # (E^T E) @ Q, streamed
+        out = torch.zeros_like(block_basis)
+        for rows in _chunks(matrix.shape[0]):
+            block = matrix[rows].double()
+            if mean is not None:
+                block = block - mean
+            out += block.T @ (block @ block_basis)
+        return out
+
+    basis, _ = torch.linalg.qr(gram_times(basis))
+    for _ in range(iterations):
+        basis, _ = torch.linalg.qr(gram_times(basis))
+    # Rayleigh-Ritz on the captured subspace.
+    small = basis.T @ gram_times(basis)
+    _, vectors = torch.linalg.eigh((small + small.T) / 2)
+    return (basis @ vectors)[:, -rank:].flip(1)
+
+
+@register_method("svd")
+def svd(matrix: torch.Tensor, config: CompressedEmbeddingConfig, *, show_progress: bool = True) -> MethodOutput:
+    """Truncated SVD of `matrix` at rank `config.code_dim`."""
+    num_rows, d = matrix.shape
+    rank = config.code_dim
+    if config.decoder_hidden_dims:
+        raise ValueError("method='svd' gives a linear decoder; leave decoder_hidden_dims empty.")
+    mean = matrix.double().mean(0) if config.use_decoder_bias else None
+    solver = config.svd_solver
+    if solver == "auto":
+        solver = "exact" if num_rows * d <= EXACT_LIMIT or d <= 8192 else "randomized"
+    if solver == "exact":
+        basis = _exact_basis(matrix, mean, rank)
+    else:
+        basis = _randomized_basis(matrix, mean, rank, config.svd_oversamples, config.svd_power_iterations, config.seed)
+    basis = _fix_signs(basis)
+    codes = torch.empty(num_rows, rank, dtype=torch.float32)
+    for rows in _chunks(num_rows):
+        block = matrix[rows].double()
+        if mean is not None:
+            block = block - mean
+        codes[rows] = (block @ basis).float()
+    state = {"weight": basis.float().contiguous()}
+    if mean is not None:
+        state["bias"] = mean.float()
+    return MethodOutput(codes=codes, decoder_state=state)

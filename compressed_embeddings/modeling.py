@@ -1,0 +1,273 @@
+"""Model classes whose token embedding is a `CompressedEmbedding`, for any transformers family.
+
+This file travels inside every saved checkpoint (remote code): it imports only the standard library,
+torch, transformers and single-dot siblings.
+
+`CompressedLlamaForCausalLM` subclasses `LlamaForCausalLM`: its `__init__` builds the stock model, then
+replaces the input embedding by the compressed layer the config describes, ties a tied output head to it
+(`CompressedOutputHead`), and updates the tie declarations. Classes are built on first access by name
+(`modeling.CompressedQwen2ForSequenceClassification`), so every family transformers knows has them.
+"""
+
+import math
+import shutil
+from pathlib import Path
+
+import torch
+import transformers
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.models.auto import modeling_auto
+from transformers.utils import logging
+
+from .configuration import (
+    CLASS_PREFIX,
+    CONFIG_KEY,
+    CompressedEmbeddingConfig,
+    compressed_config_class,
+)
+from .layer import CompressedEmbedding, CompressedOutputHead
+from .version import __version__
+
+logger = logging.get_logger(__name__)
+
+#: The files that make a checkpoint loadable with `trust_remote_code=True`.
+CODE_FILES = ("configuration.py", "layer.py", "modeling.py", "version.py")
+
+#: Auto classes a compressed checkpoint is registered for, with transformers' name tables.
+AUTO_CLASS_TABLES = {
+    "AutoModel": "MODEL_MAPPING_NAMES",
+    "AutoModelForCausalLM": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+    "AutoModelForMaskedLM": "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
+    "AutoModelForSequenceClassification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    "AutoModelForTokenClassification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+    "AutoModelForQuestionAnswering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+}
+
+
+class NotACompressedCheckpointError(ValueError):
+    """A stock (uncompressed) config or checkpoint was given to a compressed model class."""
+
+
+def compressed_spec(config) -> CompressedEmbeddingConfig:
+    """The validated `CompressedEmbeddingConfig` stored in a model config (raises if there is none)."""
+    block = getattr(config, CONFIG_KEY, None)
+    if block is None:
+        raise NotACompressedCheckpointError(
+            f"This config (model_type {getattr(config, 'model_type', '?')!r}) has no `{CONFIG_KEY}` block: it "
+            "describes a stock, uncompressed model, so there are no codes to load. Compress it first, with "
+            "`compressed-embeddings compress MODEL_OR_PATH --ratio 10 --output OUT` or "
+            "`compress_model(model, CompressedEmbeddingConfig(...))` + `save_pretrained(OUT)`, then load OUT."
+        )
+    if isinstance(block, CompressedEmbeddingConfig):
+        block = block.to_dict()
+    return CompressedEmbeddingConfig.from_dict(block, require_resolved=True)
+
+
+def module_name(model: nn.Module, module: nn.Module) -> str:
+    """The qualified name of `module` inside `model` ("" for the model itself)."""
+    for name, candidate in model.named_modules(remove_duplicate=False):
+        if candidate is module:
+            return name
+    raise ValueError(f"{type(module).__name__} is not a submodule of {type(model).__name__}.")
+
+
+def head_is_tied(model: PreTrainedModel) -> bool:
+    """Whether the model's declared ties bind its output head's weight to its input embedding."""
+    output = model.get_output_embeddings()
+    if output is None:
+        return False
+    if isinstance(output, CompressedOutputHead):
+        return True
+    input_name = module_name(model, model.get_input_embeddings())
+    output_name = module_name(model, output)
+    ties = getattr(model, "all_tied_weights_keys", None) or {}
+    return ties.get(f"{output_name}.weight") == f"{input_name}.weight"
+
+
+def _drop_ties(model: PreTrainedModel, input_name: str, output_name: str | None) -> None:
+    """Forget tie declarations that involve the replaced embedding matrix or the head's matrix."""
+
+    def touches(key: str) -> bool:
+        return key.startswith(f"{input_name}.") or (output_name is not None and key == f"{output_name}.weight")
+
+    declared = type(model)._tied_weights_keys or {}
+    model._tied_weights_keys = {t: s for t, s in declared.items() if not touches(t) and not touches(s)}
+    model.all_tied_weights_keys = {
+        t: s for t, s in (getattr(model, "all_tied_weights_keys", None) or {}).items() if not touches(t) and not touches(s)
+    }
+
+
+def install_compressed_embedding(
+    model: PreTrainedModel, spec: CompressedEmbeddingConfig, tie_head: bool | None = None
+) -> CompressedEmbedding:
+    """Replace `model`'s input embedding by an (uninitialised) `CompressedEmbedding` built from `spec`.
+
+    The layer is created on the device and in the dtype of the embedding it replaces (the meta device while
+    `from_pretrained` builds the model). If the output head is tied to the input embedding (`tie_head`, by
+    default read from the model's tie declarations), it becomes a `CompressedOutputHead` sharing the layer.
+    """
+    old = model.get_input_embeddings()
+    reference = getattr(old, "weight", None)
+    if not isinstance(reference, torch.Tensor):
+        reference = next(old.parameters())
+    if tie_head is None:
+        tie_head = head_is_tied(model)
+    output = model.get_output_embeddings() if tie_head else None
+    input_name = module_name(model, old)
+    output_name = module_name(model, output) if output is not None else None
+
+    layer = CompressedEmbedding.from_config(spec, device=reference.device, dtype=reference.dtype)
+    model.set_input_embeddings(layer)
+    if output is not None:
+        head = CompressedOutputHead(layer, bias=getattr(output, "bias", None) is not None)
+        if head.bias is not None and output.bias.device.type != "meta":
+            with torch.no_grad():
+                head.bias.copy_(output.bias)
+        model.set_output_embeddings(head)
+    _drop_ties(model, input_name, output_name)
+    return layer
+
+
+class CompressedModelMixin:
+    """Behaviour shared by every compressed model class (put first in the bases, before the stock class)."""
+
+    base_model_class: type = None
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        install_compressed_embedding(self, compressed_spec(config))
+
+    # -------------------------------------------------------------- saving
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus a complete `auto_map` and the code files, so that the
+        folder loads with `trust_remote_code=True` where this package is not installed."""
+        block = dict(getattr(self.config, CONFIG_KEY))
+        block["library_version"] = __version__
+        setattr(self.config, CONFIG_KEY, block)
+        self.config.auto_map = auto_map(type(self).base_model_class)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            here = Path(__file__).resolve().parent
+            for name in CODE_FILES:
+                shutil.copyfile(here / name, Path(save_directory) / name)
+        return result
+
+    # -------------------------------------------------------------- vocabulary
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> CompressedEmbedding:
+        """Resize the vocabulary of the compressed embedding (and of a tied head's bias).
+
+        New tokens get codes drawn from a normal distribution with the mean and covariance of the existing
+        codes (`mean_resizing=True`, as transformers does for plain embeddings) or the mean code otherwise.
+        """
+        layer = self.get_input_embeddings()
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return layer
+        target = layer.num_embeddings if new_num_tokens is None else new_num_tokens
+        if pad_to_multiple_of is not None:
+            target = math.ceil(target / pad_to_multiple_of) * pad_to_multiple_of
+        if not isinstance(target, int) or target < 1:
+            raise ValueError(
+                f"resize_token_embeddings: new_num_tokens must be a positive integer, got {new_num_tokens!r}; "
+                "a vocabulary needs at least one token."
+            )
+        old_size = layer.num_embeddings
+        if target != old_size:
+            head = self.get_output_embeddings()
+            _resize_codes(layer, target, mean_resizing)
+            if isinstance(head, CompressedOutputHead) and head.bias is not None:
+                _replace_parameter(self, head.bias, _resized(head.bias, target))
+            self.config.get_text_config().vocab_size = target
+            if self.config.get_text_config() is not self.config:
+                self.config.vocab_size = target
+            block = dict(getattr(self.config, CONFIG_KEY))
+            block["num_embeddings"] = target
+            if block.get("padding_idx") is not None and block["padding_idx"] >= target:
+                block["padding_idx"], layer.padding_idx, layer.zero_padding_row = None, None, False
+                block["zero_padding_row"] = False
+            setattr(self.config, CONFIG_KEY, block)
+        return layer
+
+
+def _resized(tensor: torch.Tensor, size: int) -> nn.Parameter:
+    new = torch.zeros(size, *tensor.shape[1:], dtype=tensor.dtype, device=tensor.device)
+    keep = min(size, tensor.shape[0])
+    new[:keep] = tensor.detach()[:keep]
+    return nn.Parameter(new, requires_grad=tensor.requires_grad)
+
+
+def _resize_codes(layer: CompressedEmbedding, size: int, mean_resizing: bool) -> None:
+    old = layer.codes
+    new = _resized(old, size)
+    extra = size - old.shape[0]
+    if extra > 0:
+        codes = old.detach().float()
+        mean = codes.mean(0)
+        with torch.no_grad():
+            if mean_resizing:
+                centered = codes - mean
+                covariance = centered.T @ centered / max(codes.shape[0] - 1, 1)
+                covariance += 1e-5 * torch.eye(codes.shape[1], device=codes.device)
+                dist = torch.distributions.MultivariateNormal(mean, covariance_matrix=1e-5 * covariance)
+                new[old.shape[0] :] = dist.sample((extra,)).to(new.dtype)
+            else:
+                new[old.shape[0] :] = mean.to(new.dtype)
+    layer.codes = new
+
+
+def _replace_parameter(model: nn.Module, old: nn.Parameter, new: nn.Parameter) -> None:
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is old:
+                module._parameters[name] = new
+
+
+def auto_map(base_model_class: type) -> dict[str, str]:
+    """The `auto_map` of a compressed checkpoint: AutoConfig and every Auto class the family has."""
+    base_type = base_model_class.config_class.model_type
+    config_name = compressed_config_class(base_model_class.config_class).__name__
+    mapping = {"AutoConfig": f"configuration.{config_name}"}
+    for auto_name, table in AUTO_CLASS_TABLES.items():
+        class_name = getattr(modeling_auto, table).get(base_type)
+        if isinstance(class_name, str):
+            mapping[auto_name] = f"modeling.{CLASS_PREFIX}{class_name}"
+    if not any(v == f"modeling.{CLASS_PREFIX}{base_model_class.__name__}" for v in mapping.values()):
+        mapping["AutoModel" if "AutoModel" not in mapping else f"AutoModel_{base_model_class.__name__}"] = (
+            f"modeling.{CLASS_PREFIX}{base_model_class.__name__}"
+        )
+    return mapping
+
+
+_MODEL_CLASSES: dict[type, type] = {}
+
+
+def compressed_model_class(base_model_class: type) -> type:
+    """The compressed counterpart of a transformers model class, e.g. `CompressedLlamaForCausalLM`."""
+    if getattr(base_model_class, "base_model_class", None) is not None and issubclass(
+        base_model_class, CompressedModelMixin
+    ):
+        return base_model_class
+    if base_model_class not in _MODEL_CLASSES:
+        if not (isinstance(base_model_class, type) and issubclass(base_model_class, PreTrainedModel)):
+            raise TypeError(f"Expected a transformers PreTrainedModel class, got {base_model_class!r}.")
+        name = CLASS_PREFIX + base_model_class.__name__
+        namespace = {
+            "__module__": __name__,
+            "__qualname__": name,
+            "__doc__": f"`{base_model_class.__name__}` whose token embedding is a `CompressedEmbedding`.",
+            "config_class": compressed_config_class(base_model_class.config_class),
+            "base_model_class": base_model_class,
+        }
+        _MODEL_CLASSES[base_model_class] = type(name, (CompressedModelMixin, base_model_class), namespace)
+    return _MODEL_CLASSES[base_model_class]
+
+
+def __getattr__(name: str) -> type:
+    # `modeling.CompressedLlamaForCausalLM` -> built on first access (this is what `auto_map` names).
+    if name.startswith(CLASS_PREFIX):
+        base = getattr(transformers, name[len(CLASS_PREFIX) :], None)
+        if isinstance(base, type) and issubclass(base, PreTrainedModel):
+            return compressed_model_class(base)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,10 @@
+"""Version of the library and of the checkpoint format it writes.
+
+This file travels inside every saved checkpoint (it is imported by `configuration.py`).
+"""
+
+__version__ = "0.1.0"
+
+# Version of the `compressed_embedding` block written into `config.json`. Bump it when a checkpoint
+# written by a new release could be misread by an older one.
+FORMAT_VERSION = 1
