@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
+from .auto import register_model_class
 from .configuration import CONFIG_KEY, CompressedEmbeddingConfig, compressed_config_class
 from .evaluation import embedding_fidelity
 from .layer import CompressedEmbedding, CompressedOutputHead
@@ -226,6 +227,7 @@ def compress_model(
     )
     layer, report = compress_embedding(weight, spec, show_progress=show_progress)
     model_class = compressed_model_class(type(model))
+    register_model_class(type(model))
     model.config.__class__ = compressed_config_class(type(model.config))
     setattr(model.config, CONFIG_KEY, spec.to_dict())
     model.__class__ = model_class

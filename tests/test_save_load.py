@@ -1,0 +1,129 @@
+"""Compress tiny models of every family, save them, and reload them in fresh processes by both paths."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO, TINY_FAMILIES, tiny_model
+from safetensors.torch import save_file
+
+from compressed_embeddings import CompressedEmbeddingConfig, compress_model
+
+SAVED_AUTO_CLASS = {"BertForMaskedLM": "AutoModelForMaskedLM", "RobertaForMaskedLM": "AutoModelForMaskedLM",
+                    "DistilBertForMaskedLM": "AutoModelForMaskedLM"}
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checkpoints")
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 99, (2, 9), generator=generator)
+    manifest = []
+    for family, (_, _, class_name, auto_classes) in TINY_FAMILIES.items():
+        model = compress_model(tiny_model(family), CompressedEmbeddingConfig(method="svd", code_dim=8),
+                               show_progress=False)
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits
+            hidden = model.base_model(input_ids=ids).last_hidden_state
+        path = root / f"ckpt_{family}"
+        model.save_pretrained(path)
+        save_file({"input_ids": ids, "logits": logits, "hidden": hidden}, str(root / f"ref_{family}.safetensors"))
+        manifest.append({
+            "family": family,
+            "path": str(path),
+            "reference": str(root / f"ref_{family}.safetensors"),
+            "auto_classes": auto_classes,
+            "saved_auto_class": SAVED_AUTO_CLASS.get(class_name, "AutoModelForCausalLM"),
+            "tied": type(model.get_output_embeddings()).__name__ == "CompressedOutputHead",
+        })
+    manifest_path = root / "manifest.json"
+    manifest_path.write_text(json.dumps(manifest))
+    return manifest_path, manifest
+
+
+def _load_in_fresh_process(manifest_path, mode: str) -> list[dict]:
+    result = subprocess.run([sys.executable, str(REPO / "tests" / "load_checkpoints.py"), mode, str(manifest_path)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-5000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULTS="))
+    return json.loads(line[len("RESULTS="):])
+
+
+@pytest.mark.parametrize("mode", ["import", "remote"])
+def test_reload_in_fresh_process(saved_checkpoints, mode):
+    manifest_path, manifest = saved_checkpoints
+    results = _load_in_fresh_process(manifest_path, mode)
+    assert results[-1] == {"package_imported": mode == "import"}
+    by_family = {entry["family"]: entry for entry in manifest}
+    seen = set()
+    for row in results[:-1]:
+        entry = by_family[row["family"]]
+        seen.add((row["family"], row["auto_class"]))
+        assert row["class"].startswith("Compressed"), row
+        assert row["embedding"] == "CompressedEmbedding", row
+        if mode == "remote":
+            assert row["module"].startswith("transformers_modules."), row
+        else:
+            assert row["module"] == "compressed_embeddings.modeling", row
+        # The embedding is never re-initialised: its keys are never missing, whatever the head. (Stock
+        # transformers cannot load a causal-LM checkpoint into Llama-style *ForQuestionAnswering, whose base
+        # model is called `transformer`, not `model`: the same happens to stock checkpoints, so we allow it.)
+        for key in [k for k in row["missing"] if "codes" in k or "decoder" in k]:
+            prefix = row["base_model_prefix"]
+            assert key.startswith(f"{prefix}.") and "model." + key[len(prefix) + 1:] in row["unexpected"], row
+        if row["auto_class"] == entry["saved_auto_class"]:
+            assert row["missing"] == [] and row["unexpected"] == [], row
+            assert row["equal"] or row["max_abs_diff"] < 1e-6, row
+            if entry["tied"]:
+                assert row["head"] == "CompressedOutputHead" and row["head_shares_embedding"], row
+            else:
+                assert row["head"] == "Linear", row
+        if row["auto_class"] == "AutoModel":  # a masked-LM checkpoint has no pooler, as with stock BERT
+            assert all(key.startswith("pooler.") for key in row["missing"]), row
+            assert row["equal"] or row["max_abs_diff"] < 1e-6, row
+    expected = {(family, auto) for family, (_, _, _, autos) in TINY_FAMILIES.items() for auto in autos}
+    assert seen == expected
+
+
+def test_checkpoint_contents(saved_checkpoints):
+    _, manifest = saved_checkpoints
+    for entry in manifest:
+        folder = entry["path"]
+        config = json.load(open(f"{folder}/config.json"))
+        assert config["model_type"] == f"compressed_{entry['family']}"
+        block = config["compressed_embedding"]
+        assert block["library_version"] and block["format_version"] == 1
+        auto_map = config["auto_map"]
+        assert auto_map["AutoConfig"].startswith("configuration.Compressed")
+        for auto in TINY_FAMILIES[entry["family"]][3]:
+            assert auto_map[auto].startswith("modeling.Compressed"), (entry["family"], auto)
+        for name in ("configuration.py", "layer.py", "modeling.py", "version.py", "model.safetensors"):
+            assert (REPO / folder / name).exists() or __import__("os").path.exists(f"{folder}/{name}")
+        assert not __import__("glob").glob(f"{folder}/*.bin")
+
+
+def test_remote_code_imports_only_torch_and_transformers():
+    """The files copied into checkpoints import nothing beyond the standard library, torch and transformers."""
+    import ast
+
+    from compressed_embeddings.modeling import CODE_FILES
+
+    allowed_roots = {"torch", "transformers", "math", "shutil", "pathlib", "dataclasses", "typing"}
+    total = 0
+    for name in CODE_FILES:
+        source = (REPO / "compressed_embeddings" / name).read_text()
+        total += len(source.splitlines())
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots = {node.module.split(".")[0]}
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 1, f"{name}: only single-dot relative imports travel with checkpoints"
+                continue
+            else:
+                continue
+            assert roots <= allowed_roots, f"{name} imports {roots - allowed_roots}"
+    assert total < 1000, f"remote code should stay small enough to audit ({total} lines)"
