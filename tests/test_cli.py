@@ -1,0 +1,71 @@
+"""The `compressed-embeddings` command line, run in a subprocess as users run it."""
+
+import json
+import subprocess
+import sys
+
+import torch
+from conftest import tiny_model
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from compressed_embeddings import CompressedEmbeddingConfig, compress_model
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, 99)}}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "compressed_embeddings", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_compress_command_writes_a_complete_folder(tmp_path, input_ids):
+    source = tmp_path / "source"
+    tiny_model("llama").save_pretrained(source)
+    tiny_tokenizer().save_pretrained(source)
+    output = tmp_path / "out"
+    result = run_cli("compress", str(source), "--method", "svd", "--code-dim", "8", "--output", str(output),
+                     "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "ratio" in result.stdout and "mean cosine" in result.stdout and "Saved to" in result.stdout
+    names = {path.name for path in output.iterdir()}
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "modeling.py",
+            "configuration.py", "layer.py", "version.py", "compression_report.json"} <= names
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+    report = json.loads((output / "compression_report.json").read_text())
+    assert report["code_dim"] == 8 and report["method"] == "svd"
+
+    # The folder works exactly like the original: tokenizer + model by Auto classes.
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    assert tokenizer("w5 w6")["input_ids"] == tiny_tokenizer()("w5 w6")["input_ids"]
+    loaded = AutoModelForCausalLM.from_pretrained(output).eval()
+    expected = compress_model(tiny_model("llama"), CompressedEmbeddingConfig(method="svd", code_dim=8),
+                              show_progress=False)
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids).logits, expected(input_ids).logits)
+
+
+def test_compress_command_refuses_existing_output_and_bad_input(tmp_path):
+    source = tmp_path / "source"
+    tiny_model("llama").save_pretrained(source)
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("precious")
+    result = run_cli("compress", str(source), "--method", "svd", "--code-dim", "8", "--output", str(existing))
+    assert result.returncode == 2
+    assert "already exists" in result.stderr and "--overwrite" in result.stderr
+    assert (existing / "keep.txt").read_text() == "precious"
+
+    result = run_cli("compress", str(tmp_path / "missing"), "--output", str(tmp_path / "o"))
+    assert result.returncode == 2 and "no such file or directory" in result.stderr
+
+    result = run_cli("compress", str(source), "--code-dim", "32", "--output", str(tmp_path / "o"))
+    assert result.returncode == 2 and "code_dim" in result.stderr and "hidden size" in result.stderr
+    assert not (tmp_path / "o").exists()
