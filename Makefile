@@ -1,0 +1,32 @@
+# Everything a fresh machine needs: `make demo` (the main job) and `make test` (the test suite).
+# torch is pinned first to the CPU wheel (an unpinned torch would pull a multi-GB CUDA build).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test test-fast lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: setup
+	$(PY) examples/compress_smollm2.py
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not real"
+
+lint: setup
+	$(PY) -m ruff check compressed_embeddings tests examples
+
+clean:
+	rm -rf $(VENV) outputs build *.egg-info .pytest_cache
