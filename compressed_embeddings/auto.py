@@ -34,7 +34,9 @@ def register_family(model_type: str) -> None:
     if model_type in _REGISTERED:
         return
     if model_type not in CONFIG_MAPPING:
-        raise ValueError(f"Unknown model_type {model_type!r}: transformers {transformers.__version__} has no such family.")
+        raise ValueError(
+            f"Unknown model_type {model_type!r}: transformers {transformers.__version__} has no such family."
+        )
     config_class = compressed_config_class(CONFIG_MAPPING[model_type])
     AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
     for auto_name, table in AUTO_CLASS_TABLES.items():

@@ -126,8 +126,10 @@ def compress_command(args: argparse.Namespace) -> int:
 
     print(report)
     embedding_bytes_saved = (report.original_parameters - report.stored_parameters) * 4
-    print(f"Embedding: {report.original_parameters * 4 / 2**20:.1f} MiB -> {report.stored_parameters * 4 / 2**20:.1f} MiB "
-          f"(fp32), {embedding_bytes_saved / 2**20:.1f} MiB saved")
+    print(
+        f"Embedding: {report.original_parameters * 4 / 2**20:.1f} MiB -> "
+        f"{report.stored_parameters * 4 / 2**20:.1f} MiB (fp32), {embedding_bytes_saved / 2**20:.1f} MiB saved"
+    )
     written = _folder_bytes(output)
     if source_bytes:
         print(f"Checkpoint folder: {source_bytes / 2**20:.1f} MiB -> {written / 2**20:.1f} MiB")

@@ -212,6 +212,8 @@ def compress_model(
     if tied and not config.compress_output_head:
         head = model.get_output_embeddings()
         head.weight = nn.Parameter(weight.clone())
+        if getattr(head, "bias", None) is not None:  # e.g. BERT's decoder bias, shared with `cls.predictions.bias`
+            head.bias = nn.Parameter(head.bias.detach().clone())
         model.config.get_text_config().tie_word_embeddings = False
         model.config.tie_word_embeddings = False
         model.all_tied_weights_keys = model.get_expanded_tied_weights_keys(all_submodels=True)

@@ -51,7 +51,22 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if _is_int(value):  # an int too large for a float is no usable number (and would overflow in arithmetic)
+        try:
+            value = float(value)
+        except OverflowError:
+            return False
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _check_format_version(version: Any, library_version: Any) -> None:
+    """Refuse a block written in a newer format before reading anything else of it (its fields may have changed)."""
+    if _is_int(version) and version > FORMAT_VERSION:
+        raise CompressedEmbeddingConfigError(
+            f"This `{CONFIG_KEY}` block has format_version {version} (written by compressed_embeddings "
+            f"{library_version}), but this install ({__version__}) reads formats up to {FORMAT_VERSION}. "
+            "Upgrade with `pip install -U compressed-embeddings`."
+        )
 
 
 @dataclass
@@ -173,7 +188,9 @@ class CompressedEmbeddingConfig:
         )
 
     def validate(self) -> None:
-        """Check every field; raise `CompressedEmbeddingConfigError` naming the field, the value and what is allowed."""
+        """Check every field; raise `CompressedEmbeddingConfigError` naming the field, the value and what is
+        allowed."""
+        _check_format_version(self.format_version, self.library_version)
         choices = {
             "method": KNOWN_METHODS,
             "decoder_activation": ACTIVATIONS,
@@ -222,12 +239,6 @@ class CompressedEmbeddingConfig:
             self._fail("cosine_weight", "a positive weight on at least one loss term (cosine, l1 or rmse)")
         if not isinstance(self.library_version, str):
             self._fail("library_version", "a version string")
-        if self.format_version > FORMAT_VERSION:
-            raise CompressedEmbeddingConfigError(
-                f"This `compressed_embedding` block has format_version {self.format_version} (written by "
-                f"compressed_embeddings {self.library_version}), but this install ({__version__}) reads formats up "
-                f"to {FORMAT_VERSION}. Upgrade with `pip install -U compressed-embeddings`."
-            )
         if self.num_embeddings is not None and self.padding_idx is not None:
             if not -self.num_embeddings <= self.padding_idx < self.num_embeddings:
                 self._fail("padding_idx", f"an index in [0, {self.num_embeddings}) or None")
@@ -268,7 +279,8 @@ class CompressedEmbeddingConfig:
                 best = vocab_size * hidden_size / self.stored_parameters(vocab_size, hidden_size, 1)
                 raise CompressedEmbeddingConfigError(
                     f"CompressedEmbeddingConfig.compression_ratio is invalid: got {self.compression_ratio!r}; for an "
-                    f"embedding of {vocab_size} x {hidden_size} the highest ratio reachable is {best:.2f} (code_dim=1). "
+                    f"embedding of {vocab_size} x {hidden_size} the highest ratio reachable is {best:.2f} "
+                    "(code_dim=1). "
                     "Ask for a smaller ratio."
                 )
         if k >= hidden_size:
@@ -281,6 +293,11 @@ class CompressedEmbeddingConfig:
     def resolved(self, **facts: Any) -> "CompressedEmbeddingConfig":
         """A copy with the size fixed for `num_embeddings x embedding_dim` and the given layer facts filled in."""
         new = dataclasses.replace(self, **facts)
+        missing = [name for name in ("num_embeddings", "embedding_dim") if getattr(new, name) is None]
+        if missing:
+            raise CompressedEmbeddingConfigError(
+                f"CompressedEmbeddingConfig.resolved needs the size of the embedding; {missing} not given."
+            )
         new.code_dim = new.code_dim_for(new.num_embeddings, new.embedding_dim)
         new.validate()
         return new
@@ -307,7 +324,8 @@ class CompressedEmbeddingConfig:
                 f"The `{CONFIG_KEY}` block must be a JSON object, got {type(data).__name__}: {data!r}."
             )
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        _check_format_version(data.get("format_version"), data.get("library_version", "?"))
+        unknown = sorted(set(data) - names, key=str)
         if unknown:
             logger.warning(
                 f"Ignoring unknown keys {unknown} in the `{CONFIG_KEY}` block (written by compressed_embeddings "

@@ -166,7 +166,8 @@ def perplexity(
         tokenizer: The tokenizer matching `model`.
         texts (`str` or `Sequence[str]`): One text or several documents.
         max_length (`int`, *optional*, defaults to 512): Window length in tokens.
-        stride (`int`, *optional*, defaults to 256): Number of tokens each window moves by (`0 < stride <= max_length`).
+        stride (`int`, *optional*, defaults to 256): Number of tokens each window moves by
+            (`0 < stride <= max_length`).
         batch_size (`int`, *optional*, defaults to 4): Number of (equal-length) windows per forward pass.
         max_tokens (`int`, *optional*): Keep only the first `max_tokens` tokens of the stream (for speed).
         device (`str` or `torch.device`, *optional*): Where to put the inputs; defaults to the model's device.

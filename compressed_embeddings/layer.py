@@ -84,6 +84,8 @@ class CompressedEmbedding(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
+            raise ValueError(f"padding_idx must be in [-{num_embeddings}, {num_embeddings}), got {padding_idx}.")
         if padding_idx is not None and padding_idx < 0:
             padding_idx += num_embeddings
         self.padding_idx = padding_idx
@@ -99,7 +101,10 @@ class CompressedEmbedding(nn.Module):
 
     @classmethod
     def from_config(
-        cls, config: CompressedEmbeddingConfig, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        cls,
+        config: CompressedEmbeddingConfig,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> "CompressedEmbedding":
         """Build the (uninitialised) layer a resolved `CompressedEmbeddingConfig` describes."""
         return cls(
@@ -248,4 +253,5 @@ class CompressedOutputHead(nn.Module):
 
     def extra_repr(self) -> str:
         mode = "code-space" if self.embedding.is_linear else "decoded"
-        return f"tied to CompressedEmbedding(V={self.out_features}, k={self.embedding.code_dim}), {mode}, bias={self.bias is not None}"
+        size = f"V={self.out_features}, k={self.embedding.code_dim}"
+        return f"tied to CompressedEmbedding({size}), {mode}, bias={self.bias is not None}"

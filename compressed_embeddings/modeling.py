@@ -94,7 +94,9 @@ def _drop_ties(model: PreTrainedModel, input_name: str, output_name: str | None)
     declared = type(model)._tied_weights_keys or {}
     model._tied_weights_keys = {t: s for t, s in declared.items() if not touches(t) and not touches(s)}
     model.all_tied_weights_keys = {
-        t: s for t, s in (getattr(model, "all_tied_weights_keys", None) or {}).items() if not touches(t) and not touches(s)
+        t: s
+        for t, s in (getattr(model, "all_tied_weights_keys", None) or {}).items()
+        if not touches(t) and not touches(s)
     }
 
 
@@ -138,6 +140,17 @@ class CompressedModelMixin:
         super().__init__(config, *args, **kwargs)
         install_compressed_embedding(self, compressed_spec(config))
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`; the codes stay frozen as `freeze_codes` says (loading the weights
+        replaces every parameter by a new one that requires grad)."""
+        result = super().from_pretrained(*args, **kwargs)
+        model = result[0] if isinstance(result, tuple) else result
+        layer = model.get_input_embeddings()
+        if isinstance(layer, CompressedEmbedding):
+            layer.codes.requires_grad_(not compressed_spec(model.config).freeze_codes)
+        return result
+
     # -------------------------------------------------------------- saving
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus a complete `auto_map` and the code files, so that the
@@ -179,6 +192,15 @@ class CompressedModelMixin:
             _resize_codes(layer, target, mean_resizing)
             if isinstance(head, CompressedOutputHead) and head.bias is not None:
                 _replace_parameter(self, head.bias, _resized(head.bias, target))
+            elif head is not None and not isinstance(head, CompressedOutputHead):  # an untied head: resize it too
+                if isinstance(head, nn.Embedding):
+                    new_head = self._get_resized_embeddings(head, target, mean_resizing=mean_resizing)
+                else:
+                    new_head = self._get_resized_lm_head(head, target, mean_resizing=mean_resizing)
+                new_head.requires_grad_(head.weight.requires_grad)
+                self.set_output_embeddings(new_head)
+                if getattr(new_head, "bias", None) is not None:  # untied: the head owns its bias (BERT re-shares it)
+                    new_head.bias = nn.Parameter(new_head.bias.detach().clone(), new_head.bias.requires_grad)
             self.config.get_text_config().vocab_size = target
             if self.config.get_text_config() is not self.config:
                 self.config.vocab_size = target

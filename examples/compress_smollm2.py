@@ -49,15 +49,19 @@ def main() -> None:
     texts = text_splits("brown")["test"]
     embedding = original.get_input_embeddings().weight
     total = sum(p.numel() for p in original.parameters())
-    print(f"SmolLM2-135M-Instruct: {total:,} parameters, embedding {tuple(embedding.shape)} = "
-          f"{embedding.numel():,} ({100 * embedding.numel() / total:.0f}% of the model), tied LM head")
+    print(
+        f"SmolLM2-135M-Instruct: {total:,} parameters, embedding {tuple(embedding.shape)} = "
+        f"{embedding.numel():,} ({100 * embedding.numel() / total:.0f}% of the model), tied LM head"
+    )
 
     rows = []
     start = time.perf_counter()
     ppl = perplexity(original, tokenizer, texts, max_tokens=args.max_tokens, show_progress=False)
     rows.append(("original", embedding.numel(), 1.0, 1.0, 0.0, ppl.perplexity, greedy(original, tokenizer)))
-    print(f"original perplexity {ppl.perplexity:.2f} on {ppl.num_tokens} Brown test tokens "
-          f"({time.perf_counter() - start:.0f} s)")
+    print(
+        f"original perplexity {ppl.perplexity:.2f} on {ppl.num_tokens} Brown test tokens "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
 
     for name, config in [
         ("autoencoder (paper)", CompressedEmbeddingConfig.preset("paper", compression_ratio=args.ratio)),
@@ -69,19 +73,31 @@ def main() -> None:
         out = Path(args.output_dir) / f"smollm2-{config.method}-cr{args.ratio:g}"
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        rows.append((name, report.stored_parameters, report.compression_ratio, report.mean_cosine,
-                     report.wall_time_s, result.perplexity, greedy(model, tokenizer)))
-        print(f"{name}: {report}; saved {out} ({folder_mib(out):.0f} MiB of weights vs "
-              f"{folder_mib(source):.0f} MiB)")
+        rows.append(
+            (
+                name,
+                report.stored_parameters,
+                report.compression_ratio,
+                report.mean_cosine,
+                report.wall_time_s,
+                result.perplexity,
+                greedy(model, tokenizer),
+            )
+        )
+        print(f"{name}: {report}; saved {out} ({folder_mib(out):.0f} MiB of weights vs {folder_mib(source):.0f} MiB)")
 
     print()
-    print(f"| embedding | stored parameters | fp32 MiB | ratio | mean cosine | time (s) | Brown ppl | ppl / original "
-          f"| '{PROMPT} ...' |")
+    print(
+        f"| embedding | stored parameters | fp32 MiB | ratio | mean cosine | time (s) | Brown ppl | ppl / original "
+        f"| '{PROMPT} ...' |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     base = rows[0][5]
     for name, stored, ratio, cosine, seconds, ppl_value, text in rows:
-        print(f"| {name} | {stored:,} | {stored * 4 / 2**20:.1f} | {ratio:.2f} | {cosine:.4f} | {seconds:.1f} | "
-              f"{ppl_value:.2f} | {ppl_value / base:.2f} | {text!r} |")
+        print(
+            f"| {name} | {stored:,} | {stored * 4 / 2**20:.1f} | {ratio:.2f} | {cosine:.4f} | {seconds:.1f} | "
+            f"{ppl_value:.2f} | {ppl_value / base:.2f} | {text!r} |"
+        )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "compressed_embeddings", *args], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "compressed_embeddings", *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_compress_command_writes_a_complete_folder(tmp_path, input_ids):
@@ -31,13 +32,21 @@ def test_compress_command_writes_a_complete_folder(tmp_path, input_ids):
     tiny_model("llama").save_pretrained(source)
     tiny_tokenizer().save_pretrained(source)
     output = tmp_path / "out"
-    result = run_cli("compress", str(source), "--method", "svd", "--code-dim", "8", "--output", str(output),
-                     "--quiet")
+    result = run_cli("compress", str(source), "--method", "svd", "--code-dim", "8", "--output", str(output), "--quiet")
     assert result.returncode == 0, result.stderr
     assert "ratio" in result.stdout and "mean cosine" in result.stdout and "Saved to" in result.stdout
     names = {path.name for path in output.iterdir()}
-    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "modeling.py",
-            "configuration.py", "layer.py", "version.py", "compression_report.json"} <= names
+    assert {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "modeling.py",
+        "configuration.py",
+        "layer.py",
+        "version.py",
+        "compression_report.json",
+    } <= names
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
     report = json.loads((output / "compression_report.json").read_text())
     assert report["code_dim"] == 8 and report["method"] == "svd"
@@ -46,8 +55,9 @@ def test_compress_command_writes_a_complete_folder(tmp_path, input_ids):
     tokenizer = AutoTokenizer.from_pretrained(output)
     assert tokenizer("w5 w6")["input_ids"] == tiny_tokenizer()("w5 w6")["input_ids"]
     loaded = AutoModelForCausalLM.from_pretrained(output).eval()
-    expected = compress_model(tiny_model("llama"), CompressedEmbeddingConfig(method="svd", code_dim=8),
-                              show_progress=False)
+    expected = compress_model(
+        tiny_model("llama"), CompressedEmbeddingConfig(method="svd", code_dim=8), show_progress=False
+    )
     with torch.no_grad():
         assert torch.equal(loaded(input_ids).logits, expected(input_ids).logits)
 

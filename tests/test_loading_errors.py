@@ -17,7 +17,9 @@ from compressed_embeddings import (
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("folders")
     tiny_model("llama").save_pretrained(root / "stock")
-    model = compress_model(tiny_model("llama"), CompressedEmbeddingConfig(method="svd", code_dim=8), show_progress=False)
+    model = compress_model(
+        tiny_model("llama"), CompressedEmbeddingConfig(method="svd", code_dim=8), show_progress=False
+    )
     model.save_pretrained(root / "compressed")
     return root
 
@@ -34,8 +36,11 @@ def test_compressed_class_needs_a_compressed_config():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     with pytest.raises(NotACompressedCheckpointError, match="no `compressed_embedding` block"):
-        compressed_model_class(LlamaForCausalLM)(LlamaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1,
-                                                             num_attention_heads=4, intermediate_size=37))
+        compressed_model_class(LlamaForCausalLM)(
+            LlamaConfig(
+                vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37
+            )
+        )
 
 
 def test_without_import_or_trust_remote_code_transformers_refuses(folders):
@@ -67,7 +72,9 @@ def test_stock_checkpoint_loads_unchanged_with_package_imported(folders, input_i
 def test_compress_refuses_twice_and_models_without_embeddings():
     from compressed_embeddings import UnsupportedModelError
 
-    model = compress_model(tiny_model("llama"), CompressedEmbeddingConfig(method="svd", code_dim=8), show_progress=False)
+    model = compress_model(
+        tiny_model("llama"), CompressedEmbeddingConfig(method="svd", code_dim=8), show_progress=False
+    )
     with pytest.raises(UnsupportedModelError, match="already compressed.*decompress_model"):
         compress_model(model, CompressedEmbeddingConfig(method="svd", code_dim=8))
     with pytest.raises(TypeError, match="PreTrainedModel"):

@@ -22,8 +22,9 @@ def optimal_error(matrix: torch.Tensor, rank: int) -> float:
 @pytest.mark.parametrize("solver", ["exact", "randomized"])
 def test_svd_at_full_rank_is_exact(solver):
     matrix = low_rank(rank=10)
-    layer, report = compress_embedding(matrix, CompressedEmbeddingConfig(method="svd", code_dim=10, svd_solver=solver),
-                                       show_progress=False)
+    layer, report = compress_embedding(
+        matrix, CompressedEmbeddingConfig(method="svd", code_dim=10, svd_solver=solver), show_progress=False
+    )
     assert torch.allclose(layer.weight, matrix, atol=1e-4)
     assert report.relative_frobenius_error < 1e-5 and report.mean_cosine > 1 - 1e-6
 
@@ -42,8 +43,9 @@ def test_svd_matches_the_optimal_rank_r_error(rank):
 def test_centred_svd_is_never_worse_and_stores_the_mean_as_bias():
     matrix = low_rank(rank=32, noise=0.1) + 3.0  # a large common offset
     plain = compress_embedding(matrix, CompressedEmbeddingConfig(method="svd", code_dim=4), show_progress=False)
-    centred = compress_embedding(matrix, CompressedEmbeddingConfig(method="svd", code_dim=4, decoder_bias=True),
-                                 show_progress=False)
+    centred = compress_embedding(
+        matrix, CompressedEmbeddingConfig(method="svd", code_dim=4, decoder_bias=True), show_progress=False
+    )
     assert plain[0].decoder.bias is None
     assert torch.allclose(centred[0].decoder.bias, matrix.mean(0), atol=1e-5)
     assert centred[1].relative_frobenius_error <= plain[1].relative_frobenius_error + 1e-7
@@ -65,8 +67,9 @@ def test_report_counts_every_stored_parameter_and_meets_the_ratio():
 
 def test_byte_accounting_equals_the_serialised_size(tmp_path):
     matrix = low_rank(rows=500, cols=48, rank=48)
-    layer, report = compress_embedding(matrix, CompressedEmbeddingConfig(method="autoencoder", code_dim=6, epochs=1),
-                                       show_progress=False)
+    layer, report = compress_embedding(
+        matrix, CompressedEmbeddingConfig(method="autoencoder", code_dim=6, epochs=1), show_progress=False
+    )
     path = tmp_path / "layer.safetensors"
     save_file({k: v.contiguous() for k, v in layer.state_dict().items()}, str(path))
     header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
@@ -78,8 +81,9 @@ def test_autoencoder_loss_falls_and_is_deterministic():
     config = CompressedEmbeddingConfig(code_dim=8, epochs=6, batch_size=32)
     layer_a, report_a = compress_embedding(matrix, config, show_progress=False)
     layer_b, _ = compress_embedding(matrix, config, show_progress=False)
-    layer_c, _ = compress_embedding(matrix, CompressedEmbeddingConfig(code_dim=8, epochs=6, seed=2),
-                                    show_progress=False)
+    layer_c, _ = compress_embedding(
+        matrix, CompressedEmbeddingConfig(code_dim=8, epochs=6, seed=2), show_progress=False
+    )
     assert report_a.loss_history[-1] < report_a.loss_history[0]
     assert len(report_a.loss_history) == 6
     assert torch.equal(layer_a.codes, layer_b.codes), "the same seed gives bitwise-equal codes"
@@ -89,9 +93,12 @@ def test_autoencoder_loss_falls_and_is_deterministic():
 
 def test_autoencoder_svd_init_starts_from_the_svd_solution():
     matrix = low_rank(rows=400, cols=32, rank=32, noise=0.5)
-    svd = compress_embedding(matrix, CompressedEmbeddingConfig(method="svd", code_dim=8, decoder_bias=True),
-                             show_progress=False)[1]
-    ae = compress_embedding(matrix, CompressedEmbeddingConfig(code_dim=8, init="svd", epochs=3), show_progress=False)[1]
+    svd = compress_embedding(
+        matrix, CompressedEmbeddingConfig(method="svd", code_dim=8, decoder_bias=True), show_progress=False
+    )[1]
+    ae = compress_embedding(matrix, CompressedEmbeddingConfig(code_dim=8, init="svd", epochs=3), show_progress=False)[
+        1
+    ]
     assert ae.mean_cosine >= svd.mean_cosine - 1e-4, "training on the direction loss keeps or improves the cosine"
 
 
@@ -137,12 +144,16 @@ def test_paper_autoencoder_beats_svd_cosine_on_smollm2():
 
     with safe_open(str(smollm2_path() / "model.safetensors"), "pt") as checkpoint:
         matrix = checkpoint.get_tensor("model.embed_tokens.weight")
-    svd = compress_embedding(matrix, CompressedEmbeddingConfig.preset("svd", compression_ratio=10),
-                             show_progress=False)[1]
-    paper = compress_embedding(matrix, CompressedEmbeddingConfig.preset("paper", compression_ratio=10),
-                               show_progress=False)[1]
+    svd = compress_embedding(
+        matrix, CompressedEmbeddingConfig.preset("svd", compression_ratio=10), show_progress=False
+    )[1]
+    paper = compress_embedding(
+        matrix, CompressedEmbeddingConfig.preset("paper", compression_ratio=10), show_progress=False
+    )[1]
     assert paper.stored_parameters <= svd.stored_parameters * 1.001  # same size (the AE adds a d-sized bias)
     assert min(paper.loss_history) < paper.loss_history[0], "the loss falls"
     assert paper.mean_cosine > svd.mean_cosine, (paper.mean_cosine, svd.mean_cosine)
-    print(f"\nSmolLM2 CR10: SVD mean cosine {svd.mean_cosine:.4f}, paper AE {paper.mean_cosine:.4f} "
-          f"({paper.wall_time_s:.0f} s)")
+    print(
+        f"\nSmolLM2 CR10: SVD mean cosine {svd.mean_cosine:.4f}, paper AE {paper.mean_cosine:.4f} "
+        f"({paper.wall_time_s:.0f} s)"
+    )
