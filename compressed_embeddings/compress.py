@@ -45,6 +45,9 @@ class CompressionReport:
     norm_ratio: float
     wall_time_s: float
     loss_history: list[float] = field(default_factory=list)
+    stored_bytes: int = 0
+    bytes_ratio_vs_fp32: float = 0.0
+    bytes_ratio_vs_bf16: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,13 +56,19 @@ class CompressionReport:
         return (
             f"{self.method}: {self.num_embeddings} x {self.embedding_dim} -> codes {self.num_embeddings} x "
             f"{self.code_dim} + decoder; {self.original_parameters:,} -> {self.stored_parameters:,} parameters "
-            f"(ratio {self.compression_ratio:.2f}x); mean cosine {self.mean_cosine:.4f} (min {self.min_cosine:.4f}), "
+            f"(ratio {self.compression_ratio:.2f}x; {self.stored_bytes / 2**20:.2f} MiB stored, "
+            f"{self.bytes_ratio_vs_fp32:.2f}x vs fp32, {self.bytes_ratio_vs_bf16:.2f}x vs bf16); "
+            f"mean cosine {self.mean_cosine:.4f} (min {self.min_cosine:.4f}), "
             f"relative Frobenius error {self.relative_frobenius_error:.4f}; {self.wall_time_s:.1f} s"
         )
 
 
 def compress_embedding(
-    matrix: torch.Tensor, config: CompressedEmbeddingConfig, *, show_progress: bool = True
+    matrix: torch.Tensor,
+    config: CompressedEmbeddingConfig,
+    *,
+    dtype: torch.dtype = torch.float32,
+    show_progress: bool = True,
 ) -> tuple[CompressedEmbedding, CompressionReport]:
     """Compress an embedding matrix (V x d) into a `CompressedEmbedding` and report what it cost and kept.
 
@@ -82,14 +91,15 @@ def compress_embedding(
         config = config.resolved(num_embeddings=matrix.shape[0], embedding_dim=matrix.shape[1])
     start = time.perf_counter()
     output = run_method(matrix, config, show_progress=show_progress)
-    layer = CompressedEmbedding.from_config(config, dtype=torch.float32)
+    layer = CompressedEmbedding.from_config(config, dtype=dtype)
     with torch.no_grad():
-        layer.codes.copy_(output.codes)
+        layer.set_codes(output.codes)
         layer.decoder.load_state_dict(output.decoder_state)
     wall_time = time.perf_counter() - start
     with torch.no_grad():
-        fidelity = embedding_fidelity(matrix, layer.weight)
+        fidelity = embedding_fidelity(matrix, layer.weight.float())
     stored = sum(p.numel() for p in layer.parameters())
+    stored_bytes = sum(t.numel() * t.element_size() for t in layer.state_dict().values())
     report = CompressionReport(
         method=config.method,
         num_embeddings=matrix.shape[0],
@@ -104,6 +114,9 @@ def compress_embedding(
         norm_ratio=fidelity.norm_ratio,
         wall_time_s=wall_time,
         loss_history=output.loss_history,
+        stored_bytes=stored_bytes,
+        bytes_ratio_vs_fp32=matrix.numel() * 4 / stored_bytes,
+        bytes_ratio_vs_bf16=matrix.numel() * 2 / stored_bytes,
     )
     return layer, report
 
@@ -227,16 +240,14 @@ def compress_model(
         tied_output_head=tied,
         zero_padding_row=bool(padding_idx is not None and not weight[padding_idx].any()),
     )
-    layer, report = compress_embedding(weight, spec, show_progress=show_progress)
+    layer, report = compress_embedding(weight, spec, dtype=weight.dtype, show_progress=show_progress)
     model_class = compressed_model_class(type(model))
     register_model_class(type(model))
     model.config.__class__ = compressed_config_class(type(model.config))
     setattr(model.config, CONFIG_KEY, spec.to_dict())
     model.__class__ = model_class
     new = install_compressed_embedding(model, spec, tie_head=tied)
-    with torch.no_grad():
-        new.codes.copy_(layer.codes)
-        new.decoder.load_state_dict(layer.decoder.state_dict())
+    new.load_state_dict(layer.state_dict())
     model.compression_report = report
     logger.info(str(report))
     return model

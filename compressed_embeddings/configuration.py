@@ -36,6 +36,7 @@ CLASS_PREFIX = "Compressed"
 KNOWN_METHODS = ("autoencoder", "svd")
 ACTIVATIONS = ("elu", "gelu", "relu", "silu", "tanh")
 SVD_SOLVERS = ("auto", "exact", "randomized")
+CODES_DTYPES = ("float32", "float16", "bfloat16", "int8")
 INITS = ("random", "svd")
 
 # Fields that describe the built layer; `compress_model` fills them, loading needs them.
@@ -126,6 +127,9 @@ class CompressedEmbeddingConfig:
         compress_output_head (`bool`, *optional*, defaults to `True`):
             For models whose output head is tied to the input embedding: `True` ties the head to the compressed
             representation; `False` unties it and keeps the original output matrix (the "input only" variant).
+        codes_dtype (`str`, *optional*):
+            Storage of the codes: `"float16"`, `"bfloat16"`, or `"int8"` with one scale per row (dequantised on the
+            fly; frozen). Default: the model's dtype. Counted in `CompressionReport.stored_bytes`.
         num_embeddings, embedding_dim, padding_idx, embed_scale, tied_output_head, zero_padding_row:
             Facts about the replaced embedding, filled by `compress_model`; not meant to be set by hand.
 
@@ -164,6 +168,7 @@ class CompressedEmbeddingConfig:
     svd_power_iterations: int = field(default=4, metadata={"help": "Randomized SVD power iterations."})
     freeze_codes: bool = field(default=True, metadata={"help": "Freeze codes during fine-tuning."})
     compress_output_head: bool = field(default=True, metadata={"help": "Tie a tied head to the codes."})
+    codes_dtype: str | None = field(default=None, metadata={"help": f"Codes storage: None or one of {CODES_DTYPES}."})
     # Filled by compress_model.
     num_embeddings: int | None = field(default=None, metadata={"help": "V of the replaced embedding."})
     embedding_dim: int | None = field(default=None, metadata={"help": "d of the replaced embedding."})
@@ -200,6 +205,10 @@ class CompressedEmbeddingConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 self._fail(name, f"one of {', '.join(map(repr, allowed))}")
+        if self.codes_dtype is not None and self.codes_dtype not in CODES_DTYPES:
+            self._fail("codes_dtype", f"None or one of {', '.join(map(repr, CODES_DTYPES))}")
+        if self.codes_dtype == "int8" and not self.freeze_codes:
+            self._fail("codes_dtype", "a float dtype when freeze_codes=False (int8 codes cannot be trained)")
         positive_ints = ("epochs", "batch_size", "lr_step_epochs", "svd_power_iterations", "format_version")
         for name in positive_ints:
             value = getattr(self, name)

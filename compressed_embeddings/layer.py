@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from .configuration import CompressedEmbeddingConfig
 
 _ACTIVATIONS = {"elu": nn.ELU, "gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
+CODES_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
 
 
 def build_decoder(
@@ -55,6 +56,8 @@ class CompressedEmbedding(nn.Module):
         zero_padding_row (`bool`, *optional*, defaults to `False`): the padding row decodes to exact zeros
             (set when the replaced embedding's padding row was zero).
         freeze_codes (`bool`, *optional*, defaults to `True`): `codes.requires_grad = False`.
+        codes_dtype (`str`, *optional*): store the codes as `"float16"`, `"bfloat16"` or `"int8"` (with one
+            scale per row, `code_scales`), dequantised on the fly; default: the layer's dtype.
 
     Example:
 
@@ -80,6 +83,7 @@ class CompressedEmbedding(nn.Module):
         embed_scale: float = 1.0,
         zero_padding_row: bool = False,
         freeze_codes: bool = True,
+        codes_dtype: str | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -91,8 +95,12 @@ class CompressedEmbedding(nn.Module):
         self.padding_idx = padding_idx
         self.embed_scale = float(embed_scale)
         self.zero_padding_row = bool(zero_padding_row and padding_idx is not None)
-        self.codes = nn.Parameter(torch.empty(num_embeddings, code_dim, device=device, dtype=dtype))
-        self.codes.requires_grad_(not freeze_codes)
+        self.codes_dtype = codes_dtype
+        storage = CODES_DTYPES[codes_dtype] if codes_dtype else dtype
+        self.codes = nn.Parameter(torch.empty(num_embeddings, code_dim, device=device, dtype=storage), False)
+        self.codes.requires_grad_(not freeze_codes and self.codes.is_floating_point())
+        scales = torch.empty(num_embeddings, device=device, dtype=dtype) if codes_dtype == "int8" else None
+        self.code_scales = None if scales is None else nn.Parameter(scales, requires_grad=False)
         self.decoder = build_decoder(
             code_dim, embedding_dim, decoder_hidden_dims, decoder_activation, decoder_bias, device, dtype
         )
@@ -118,6 +126,7 @@ class CompressedEmbedding(nn.Module):
             embed_scale=config.embed_scale,
             zero_padding_row=config.zero_padding_row,
             freeze_codes=config.freeze_codes,
+            codes_dtype=config.codes_dtype,
             device=device,
             dtype=dtype,
         )
@@ -127,10 +136,22 @@ class CompressedEmbedding(nn.Module):
         if self.codes.device.type == "meta":
             return
         with torch.no_grad():
-            nn.init.normal_(self.codes, std=1.0 / math.sqrt(self.code_dim))
+            self.set_codes(torch.randn(self.codes.shape, device=self.codes.device) / math.sqrt(self.code_dim))
             for module in self.decoder.modules():
                 if isinstance(module, nn.Linear):
                     module.reset_parameters()
+
+    @torch.no_grad()
+    def set_codes(self, codes: torch.Tensor) -> None:
+        """Store float codes (`V' x k`, any V') in this layer's storage format (int8: per-row absmax scales)."""
+        device = self.codes.device
+        if self.code_scales is not None:
+            scales = codes.float().abs().amax(dim=1).clamp_min(1e-12) / 127.0
+            quantized = torch.round(codes.float() / scales[:, None]).clamp_(-127, 127).to(torch.int8)
+            self.codes = nn.Parameter(quantized.to(device), requires_grad=False)
+            self.code_scales = nn.Parameter(scales.to(device, self.code_scales.dtype), requires_grad=False)
+        else:
+            self.codes = nn.Parameter(codes.to(device, self.codes.dtype), requires_grad=self.codes.requires_grad)
 
     # ------------------------------------------------------------------ shape
     @property
@@ -151,6 +172,24 @@ class CompressedEmbedding(nn.Module):
         return isinstance(self.decoder, nn.Linear)
 
     # ------------------------------------------------------------------ compute
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype codes are dequantised to: that of the decoder."""
+        return next(self.decoder.parameters()).dtype
+
+    def _dequantize(self, codes: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
+        codes = codes.to(self.compute_dtype)
+        return codes if scales is None else codes * scales.to(self.compute_dtype).unsqueeze(-1)
+
+    def lookup(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The codes of `input_ids` (`... x k`), dequantised to `compute_dtype`."""
+        scales = None if self.code_scales is None else self.code_scales[input_ids]
+        return self._dequantize(F.embedding(input_ids, self.codes), scales)
+
+    def dense_codes(self) -> torch.Tensor:
+        """All codes (`V x k`) in `compute_dtype` (the stored tensor itself when no conversion is needed)."""
+        return self._dequantize(self.codes, self.code_scales)
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Decode code rows (`... x k`) into embedding rows (`... x d`), without `embed_scale`."""
         return self.decoder(codes)
@@ -166,7 +205,7 @@ class CompressedEmbedding(nn.Module):
         return rows.masked_fill(mask, 0.0)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        rows = self._zero_padding(self.decode(F.embedding(input_ids, self.codes)), input_ids)
+        rows = self._zero_padding(self.decode(self.lookup(input_ids)), input_ids)
         if self.embed_scale != 1.0:
             rows = rows * torch.tensor(self.embed_scale, dtype=rows.dtype, device=rows.device)
         return rows
@@ -177,7 +216,7 @@ class CompressedEmbedding(nn.Module):
 
         Computed on every access: it costs `V x d` memory and a full decode. Prefer `forward` for lookups.
         """
-        return self._zero_padding(self.decode(self.codes), None)
+        return self._zero_padding(self.decode(self.dense_codes()), None)
 
     def extra_repr(self) -> str:
         stored = sum(p.numel() for p in self.parameters())
@@ -191,6 +230,8 @@ class CompressedEmbedding(nn.Module):
             text += f", padding_idx={self.padding_idx}"
         if self.embed_scale != 1.0:
             text += f", embed_scale={self.embed_scale:g}"
+        if self.codes_dtype:
+            text += f", codes_dtype={self.codes_dtype}"
         return text
 
 
@@ -240,7 +281,7 @@ class CompressedOutputHead(nn.Module):
         if embedding.is_linear:
             decoder = embedding.decoder
             projected = hidden_states @ decoder.weight  # (..., d) @ (d, k) -> (..., k)
-            logits = F.linear(projected, embedding.codes)
+            logits = F.linear(projected, embedding.dense_codes())
             if decoder.bias is not None:
                 logits = logits + (hidden_states @ decoder.bias).unsqueeze(-1)
             if embedding.zero_padding_row:

@@ -151,6 +151,13 @@ class CompressedModelMixin:
             layer.codes.requires_grad_(not compressed_spec(model.config).freeze_codes)
         return result
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype: that of the first floating parameter other than codes (which may be stored
+        in a narrower dtype, see `codes_dtype`)."""
+        codes = {id(m.codes) for m in self.modules() if isinstance(m, CompressedEmbedding)}
+        return next(p.dtype for p in self.parameters() if p.is_floating_point() and id(p) not in codes)
+
     # -------------------------------------------------------------- saving
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus a complete `auto_map` and the code files, so that the
@@ -221,11 +228,11 @@ def _resized(tensor: torch.Tensor, size: int) -> nn.Parameter:
 
 
 def _resize_codes(layer: CompressedEmbedding, size: int, mean_resizing: bool) -> None:
-    old = layer.codes
+    old = layer.dense_codes().detach()
     new = _resized(old, size)
     extra = size - old.shape[0]
     if extra > 0:
-        codes = old.detach().float()
+        codes = old.float()
         mean = codes.mean(0)
         with torch.no_grad():
             if mean_resizing:
@@ -236,7 +243,7 @@ def _resize_codes(layer: CompressedEmbedding, size: int, mean_resizing: bool) ->
                 new[old.shape[0] :] = dist.sample((extra,)).to(new.dtype)
             else:
                 new[old.shape[0] :] = mean.to(new.dtype)
-    layer.codes = new
+    layer.set_codes(new.detach())
 
 
 def _replace_parameter(model: nn.Module, old: nn.Parameter, new: nn.Parameter) -> None:

@@ -1,0 +1,97 @@
+"""Codes stored in float16 / bfloat16 / int8 (per-row scales), dequantised on the fly."""
+
+import pytest
+import torch
+from conftest import tiny_model
+from transformers import AutoModelForCausalLM
+
+from compressed_embeddings import (
+    CompressedEmbeddingConfig,
+    CompressedEmbeddingConfigError,
+    compress_embedding,
+    compress_model,
+)
+
+
+def matrix(rows: int = 400, cols: int = 32, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, cols, generator=generator)
+
+
+@pytest.mark.parametrize(
+    ("codes_dtype", "storage", "bytes_per_code", "tolerance"),
+    [
+        (None, torch.float32, 4, 0.0),
+        ("float16", torch.float16, 2, 2e-3),
+        ("bfloat16", torch.bfloat16, 2, 2e-2),
+        ("int8", torch.int8, 1, 2e-2),
+    ],
+)
+def test_storage_dtype_bytes_and_fidelity(codes_dtype, storage, bytes_per_code, tolerance):
+    base = compress_embedding(matrix(), CompressedEmbeddingConfig(method="svd", code_dim=8), show_progress=False)
+    layer, report = compress_embedding(
+        matrix(), CompressedEmbeddingConfig(method="svd", code_dim=8, codes_dtype=codes_dtype), show_progress=False
+    )
+    assert layer.codes.dtype == storage
+    scale_bytes = 400 * 4 if codes_dtype == "int8" else 0
+    assert report.stored_bytes == 400 * 8 * bytes_per_code + scale_bytes + 32 * 8 * 4
+    assert report.bytes_ratio_vs_fp32 == pytest.approx(400 * 32 * 4 / report.stored_bytes)
+    assert report.bytes_ratio_vs_bf16 == pytest.approx(400 * 32 * 2 / report.stored_bytes)
+    assert abs(report.mean_cosine - base[1].mean_cosine) <= tolerance
+    # Lookups decode only the requested rows, from the dequantised codes.
+    ids = torch.tensor([[0, 5, 399]])
+    assert torch.allclose(layer(ids), layer.weight[ids], atol=1e-6)
+
+
+def test_int8_codes_are_per_row_absmax_quantised():
+    layer, _ = compress_embedding(
+        matrix(), CompressedEmbeddingConfig(method="svd", code_dim=8, codes_dtype="int8"), show_progress=False
+    )
+    assert layer.codes.abs().amax(dim=1).eq(127).all(), "every row uses the full int8 range"
+    assert not layer.codes.requires_grad and not layer.code_scales.requires_grad
+    dense = layer.dense_codes()
+    assert dense.dtype == torch.float32 and torch.equal(dense, layer.codes.float() * layer.code_scales[:, None])
+
+
+def test_int8_codes_cannot_be_trained():
+    with pytest.raises(CompressedEmbeddingConfigError, match="codes_dtype.*int8 codes cannot be trained"):
+        CompressedEmbeddingConfig(codes_dtype="int8", freeze_codes=False)
+    with pytest.raises(CompressedEmbeddingConfigError, match="codes_dtype"):
+        CompressedEmbeddingConfig(codes_dtype="int4")
+
+
+@pytest.mark.parametrize("codes_dtype", ["int8", "float16"])
+def test_quantised_codes_save_reload_and_tied_head(tmp_path, input_ids, codes_dtype):
+    config = CompressedEmbeddingConfig(method="svd", code_dim=8, codes_dtype=codes_dtype)
+    model = compress_model(tiny_model("llama"), config, show_progress=False)
+    layer, head = model.get_input_embeddings(), model.get_output_embeddings()
+    hidden = torch.randn(2, 3, 32)
+    with torch.no_grad():
+        assert torch.allclose(head(hidden), hidden @ layer.weight.T, atol=1e-5), "code-space head == decoded head"
+        expected = model(input_ids=input_ids).logits
+    model.save_pretrained(tmp_path / "q")
+    loaded, info = AutoModelForCausalLM.from_pretrained(tmp_path / "q", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert loaded.get_input_embeddings().codes.dtype == layer.codes.dtype
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(input_ids=input_ids).logits, expected)
+    # The file holds the codes in their storage dtype.
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "q" / "model.safetensors"), "pt") as checkpoint:
+        assert checkpoint.get_tensor("model.embed_tokens.codes").dtype == layer.codes.dtype
+
+
+def test_int8_codes_survive_resize(input_ids):
+    model = compress_model(
+        tiny_model("llama"),
+        CompressedEmbeddingConfig(method="svd", code_dim=8, codes_dtype="int8"),
+        show_progress=False,
+    )
+    old = model.get_input_embeddings().dense_codes().clone()
+    model.resize_token_embeddings(120)
+    layer = model.get_input_embeddings()
+    assert layer.codes.dtype == torch.int8 and layer.codes.shape == (120, 8) and layer.code_scales.shape == (120,)
+    assert torch.allclose(layer.dense_codes()[:99], old, atol=1e-6), "re-quantising existing rows is exact"
+    with torch.no_grad():
+        assert model(input_ids=torch.tensor([[3, 119]])).logits.shape == (1, 2, 120)
