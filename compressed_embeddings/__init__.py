@@ -22,23 +22,35 @@ from .configuration import (
     CompressedEmbeddingConfigError,
     compressed_config_class,
 )
+from .hub import install as _install_hub
+from .hub import model_card
 from .layer import CompressedEmbedding, CompressedOutputHead
 from .losses import direction_loss
 from .methods import MethodOutput, register_method
-from .modeling import NotACompressedCheckpointError, compressed_model_class
+from .modeling import (
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    NotACompressedCheckpointError,
+    UnsafeCheckpointError,
+    compressed_model_class,
+)
 from .version import __version__
 
 register_default_families()
+_install_hub()  # model card on save_pretrained, card-aware push_to_hub
 
 __all__ = [
     "DEFAULT_FAMILIES",
+    "CheckpointMismatchError",
     "CompressedEmbedding",
     "CompressedEmbeddingConfig",
     "CompressedEmbeddingConfigError",
     "CompressedOutputHead",
     "CompressionReport",
+    "CorruptCheckpointError",
     "MethodOutput",
     "NotACompressedCheckpointError",
+    "UnsafeCheckpointError",
     "UnsupportedModelError",
     "__version__",
     "compress_embedding",
@@ -47,6 +59,7 @@ __all__ = [
     "compressed_model_class",
     "decompress_model",
     "direction_loss",
+    "model_card",
     "register_family",
     "register_method",
 ]

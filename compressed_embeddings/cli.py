@@ -2,38 +2,90 @@
 
 ```
 compressed-embeddings compress MODEL_OR_PATH --ratio 10 [--method autoencoder|svd] [--code-dim K] --output DIR
+                             [--push-to-hub USER/NAME] [--base-model HUB_ID]
+compressed-embeddings hook install|uninstall|status [--target DIR]
 ```
 
 One module, one `<name>_command_parser` / `<name>_command` pair per sub-command (accelerate's layout).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+from .hook import hook_command_parser
+
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class CommandError(Exception):
     """A user error: printed without a traceback, exit status 2."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception so that the same clean-up as for Ctrl-C runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Record SIGINT/SIGTERM instead of acting on them, around steps that must not be cut in half."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in signals}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _publish(staging: Path, output: Path, overwrite: bool) -> None:
+    """Move the complete `staging` folder to `output`. An existing `output` is replaced only with `overwrite`, and
+    is put back if the move fails."""
+    if not output.exists() and not output.is_symlink():
+        os.replace(staging, output)
+        return
+    if not overwrite:
+        raise CommandError(f"{output} appeared while compressing. Choose another --output or pass --overwrite.")
+    backup = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    os.replace(output, backup / output.name)
+    try:
+        os.replace(staging, output)
+    except BaseException:
+        os.replace(backup / output.name, output)
+        backup.rmdir()
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
 def _folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
-def _load_model(source: str, revision: str | None):
+def _load_model(source: str, revision: str | None, allow_pickle: bool = False):
     import torch
     import transformers
+    from safetensors import SafetensorError
     from transformers import AutoConfig
 
-    if not Path(source).exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
+    if not Path(source).expanduser().exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
         raise CommandError(f"{source}: no such file or directory. Pass a local model folder or a Hub id (user/name).")
     try:
         config = AutoConfig.from_pretrained(source, revision=revision)
@@ -43,7 +95,23 @@ def _load_model(source: str, revision: str | None):
     model_class = getattr(transformers, architectures[0], None) if architectures else None
     if model_class is None:
         model_class = transformers.AutoModel
-    return model_class.from_pretrained(source, revision=revision, dtype=torch.float32)
+    try:  # safetensors only, unless --allow-pickle (transformers then prefers safetensors, else unpickles .bin)
+        return model_class.from_pretrained(
+            source, revision=revision, dtype=torch.float32, use_safetensors=None if allow_pickle else True
+        )
+    except SafetensorError as error:
+        raise CommandError(
+            f"Cannot read the weights of {source}: {error}. The safetensors file is corrupted or truncated (an "
+            "interrupted download or copy?): download or copy it again."
+        ) from None
+    except OSError as error:
+        local = Path(source).expanduser()
+        if allow_pickle or "safetensors" not in str(error) or (local.is_dir() and not any(local.glob("*.bin*"))):
+            raise CommandError(f"Could not load the weights of {source}: {error}") from None
+        raise CommandError(
+            f"{source} has no safetensors weights, only pickle files (pytorch_model.bin), which are refused: "
+            "unpickling a file can run arbitrary code. If you trust its source, pass --allow-pickle."
+        ) from None
 
 
 def compress_command_parser(subparsers) -> argparse.ArgumentParser:
@@ -68,8 +136,26 @@ def compress_command_parser(subparsers) -> argparse.ArgumentParser:
         "--input-only", action="store_true", help="Untie a tied output head and keep its original matrix."
     )
     parser.add_argument("--revision", help="Hub revision of MODEL_OR_PATH.")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="Load MODEL_OR_PATH from pickle weights (pytorch_model.bin) if it has no safetensors. Unpickling can "
+        "run arbitrary code: only for sources you trust.",
+    )
     parser.add_argument("--overwrite", action="store_true", help="Replace OUTPUT if it exists.")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
+    parser.add_argument(
+        "--push-to-hub",
+        metavar="REPO_ID",
+        help="Also upload OUTPUT (with its model card) to this Hub repo, created if needed (needs a token: HF_TOKEN "
+        "or `hf auth login`).",
+    )
+    parser.add_argument(
+        "--base-model",
+        metavar="HUB_ID",
+        help="Hub id of the source model, for the model card's `base_model` (default: MODEL_OR_PATH if it is a Hub "
+        "id; give it when compressing a local copy).",
+    )
     parser.set_defaults(func=compress_command)
     return parser
 
@@ -94,34 +180,40 @@ def compress_command(args: argparse.Namespace) -> int:
         "init": args.init,
         "seed": args.seed,
         "compress_output_head": not args.input_only,
+        "base_model": args.base_model,
     }
     config = CompressedEmbeddingConfig(**{k: v for k, v in fields.items() if v is not None})
 
     start = time.perf_counter()
-    model = _load_model(args.model, args.revision)
+    model = _load_model(args.model, args.revision, args.allow_pickle)
     source_bytes = _folder_bytes(Path(args.model)) if Path(args.model).is_dir() else None
     print(f"Loaded {type(model).__name__} from {args.model} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     model = compress_model(model, config, show_progress=not args.quiet)
     report = model.compression_report
 
+    # Everything is written into a hidden temporary folder next to OUTPUT, moved into place only when complete;
+    # on an error, Ctrl-C or SIGTERM it is removed, so OUTPUT is either absent (or untouched) or complete.
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    staging = None
     try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
         model.save_pretrained(staging)
         try:
             AutoTokenizer.from_pretrained(args.model, revision=args.revision).save_pretrained(staging)
         except (OSError, ValueError, TypeError) as error:
             print(f"warning: no tokenizer copied ({error})", file=sys.stderr)
         (staging / "compression_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        if output.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-            os.replace(output, backup / output.name)
-            os.replace(staging, output)
-            shutil.rmtree(backup)
-        else:
-            os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        with _signals_deferred() as received:
+            _publish(staging, output, args.overwrite)
+        args.published = output
+        if received:
+            print(f"note: interrupt received while moving the finished checkpoint into place; {output} is complete")
+    except BaseException as error:
+        if staging is not None:
+            with _signals_deferred():
+                shutil.rmtree(staging, ignore_errors=True)
+        if not isinstance(error, (KeyboardInterrupt, CommandError)):
+            print(f"error: {type(error).__name__} while writing; no output was written to {output}", file=sys.stderr)
         raise
 
     print(report)
@@ -134,6 +226,15 @@ def compress_command(args: argparse.Namespace) -> int:
     if source_bytes:
         print(f"Checkpoint folder: {source_bytes / 2**20:.1f} MiB -> {written / 2**20:.1f} MiB")
     print(f"Saved to {output}")
+    if args.push_to_hub:
+        from .hub import push_folder
+
+        try:
+            commit = push_folder(model, output, args.push_to_hub)
+        except Exception as error:  # network, authentication, permissions: the local output stays valid
+            print(f"error: {output} is saved, but pushing it to {args.push_to_hub} failed: {error}", file=sys.stderr)
+            return 1
+        print(f"Pushed to {commit.commit_url}")
     return 0
 
 
@@ -143,23 +244,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     compress_command_parser(subparsers)
+    hook_command_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         return args.func(args)
     except CommandError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted: no output was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as error:
+        what = "terminated" if isinstance(error, Terminated) else "interrupted"
+        published = getattr(args, "published", None)
+        print(
+            f"{what}: {published} was already complete" if published else f"{what}: no output was written",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED if isinstance(error, Terminated) else EXIT_INTERRUPTED
     except ValueError as error:  # invalid configs and unsupported models say what to do
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from transformers.utils import logging
 from .auto import register_model_class
 from .configuration import CONFIG_KEY, CompressedEmbeddingConfig, compressed_config_class
 from .evaluation import embedding_fidelity
+from .hub import hub_model_id
 from .layer import CompressedEmbedding, CompressedOutputHead
 from .methods import run_method
 from .modeling import CompressedModelMixin, compressed_model_class, head_is_tied, install_compressed_embedding
@@ -239,6 +240,7 @@ def compress_model(
         embed_scale=scale,
         tied_output_head=tied,
         zero_padding_row=bool(padding_idx is not None and not weight[padding_idx].any()),
+        base_model=config.base_model or hub_model_id(model.config.name_or_path),
     )
     layer, report = compress_embedding(weight, spec, dtype=weight.dtype, show_progress=show_progress)
     model_class = compressed_model_class(type(model))

@@ -132,6 +132,10 @@ class CompressedEmbeddingConfig:
             fly; frozen). Default: the model's dtype. Counted in `CompressionReport.stored_bytes`.
         num_embeddings, embedding_dim, padding_idx, embed_scale, tied_output_head, zero_padding_row:
             Facts about the replaced embedding, filled by `compress_model`; not meant to be set by hand.
+        base_model (`str`, *optional*):
+            Hub id of the model that was compressed (the model card's `base_model`). `compress_model` fills it from
+            `config._name_or_path` when that is a Hub id rather than a local folder; set it to name a local copy's
+            Hub origin.
 
     Example:
 
@@ -176,6 +180,7 @@ class CompressedEmbeddingConfig:
     embed_scale: float = field(default=1.0, metadata={"help": "Scale applied to looked-up rows (Gemma)."})
     tied_output_head: bool = field(default=False, metadata={"help": "Output head tied to the codes."})
     zero_padding_row: bool = field(default=False, metadata={"help": "The padding row decodes to zeros."})
+    base_model: str | None = field(default=None, metadata={"help": "Hub id of the model that was compressed."})
     format_version: int = field(default=FORMAT_VERSION, metadata={"help": "Version of this block's format."})
     library_version: str = field(default=__version__, metadata={"help": "compressed_embeddings that wrote it."})
 
@@ -248,6 +253,8 @@ class CompressedEmbeddingConfig:
             self._fail("cosine_weight", "a positive weight on at least one loss term (cosine, l1 or rmse)")
         if not isinstance(self.library_version, str):
             self._fail("library_version", "a version string")
+        if self.base_model is not None and not isinstance(self.base_model, str):
+            self._fail("base_model", "a Hub model id (str) or None")
         if self.num_embeddings is not None and self.padding_idx is not None:
             if not -self.num_embeddings <= self.padding_idx < self.num_embeddings:
                 self._fail("padding_idx", f"an index in [0, {self.num_embeddings}) or None")
@@ -275,12 +282,12 @@ class CompressedEmbeddingConfig:
         if self.code_dim is not None:
             k = self.code_dim
         else:
-            budget = vocab_size * hidden_size / self.compression_ratio
+            ratio = self.compression_ratio
             k = 0
             lo, hi = 1, hidden_size
             while lo <= hi:  # largest k whose stored parameters fit the budget
                 mid = (lo + hi) // 2
-                if self.stored_parameters(vocab_size, hidden_size, mid) <= budget:
+                if vocab_size * hidden_size / self.stored_parameters(vocab_size, hidden_size, mid) >= ratio:
                     k, lo = mid, mid + 1
                 else:
                     hi = mid - 1

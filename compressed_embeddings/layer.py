@@ -254,7 +254,7 @@ class CompressedOutputHead(nn.Module):
         self.__dict__["_embedding"] = embedding
         if bias:
             self.bias = nn.Parameter(
-                torch.zeros(embedding.num_embeddings, device=embedding.codes.device, dtype=embedding.codes.dtype)
+                torch.zeros(embedding.num_embeddings, device=embedding.codes.device, dtype=embedding.compute_dtype)
             )
         else:
             self.register_parameter("bias", None)

@@ -11,12 +11,12 @@ replaces the input embedding by the compressed layer the config describes, ties 
 
 import math
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import torch
 import transformers
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.models.auto import modeling_auto
 from transformers.utils import logging
 
@@ -24,6 +24,7 @@ from .configuration import (
     CLASS_PREFIX,
     CONFIG_KEY,
     CompressedEmbeddingConfig,
+    CompressedEmbeddingConfigError,
     compressed_config_class,
 )
 from .layer import CompressedEmbedding, CompressedOutputHead
@@ -49,6 +50,22 @@ class NotACompressedCheckpointError(ValueError):
     """A stock (uncompressed) config or checkpoint was given to a compressed model class."""
 
 
+class CheckpointMismatchError(ValueError):
+    """A compressed checkpoint is of another family than the class loading it, or its weights disagree with its
+    config.json."""
+
+
+class UnsafeCheckpointError(OSError):
+    """A checkpoint has pickle weights (`*.bin`) only; they are refused unless `use_safetensors=False` is passed."""
+
+
+class CorruptCheckpointError(OSError):
+    """A checkpoint's safetensors file cannot be read (corrupted or truncated)."""
+
+
+_RECREATE = "re-create the checkpoint with `compressed-embeddings compress BASE_MODEL --output DIR`"
+
+
 def compressed_spec(config) -> CompressedEmbeddingConfig:
     """The validated `CompressedEmbeddingConfig` stored in a model config (raises if there is none)."""
     block = getattr(config, CONFIG_KEY, None)
@@ -61,7 +78,14 @@ def compressed_spec(config) -> CompressedEmbeddingConfig:
         )
     if isinstance(block, CompressedEmbeddingConfig):
         block = block.to_dict()
-    return CompressedEmbeddingConfig.from_dict(block, require_resolved=True)
+    try:
+        return CompressedEmbeddingConfig.from_dict(block, require_resolved=True)
+    except CompressedEmbeddingConfigError as error:
+        if CONFIG_KEY in str(error):  # the message already says where the value comes from
+            raise
+        raise CompressedEmbeddingConfigError(
+            f"{error} (from the `{CONFIG_KEY}` block of the model config: fix it in config.json or {_RECREATE})"
+        ) from None
 
 
 def module_name(model: nn.Module, module: nn.Module) -> str:
@@ -135,21 +159,52 @@ class CompressedModelMixin:
     """Behaviour shared by every compressed model class (put first in the bases, before the stock class)."""
 
     base_model_class: type = None
+    #: `(model, folder, repo_id)` -> writes README.md (the model card); set by the installed package, else None.
+    write_model_card = None
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
         install_compressed_embedding(self, compressed_spec(config))
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`; the codes stay frozen as `freeze_codes` says (loading the weights
-        replaces every parameter by a new one that requires grad)."""
-        result = super().from_pretrained(*args, **kwargs)
-        model = result[0] if isinstance(result, tuple) else result
+    def from_pretrained(cls, pretrained_model_name_or_path=None, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, stricter: a missing local path, a checkpoint of another family,
+        codes or decoder missing or of other shapes than config.json says (whatever `ignore_mismatched_sizes`)
+        and an unreadable safetensors file raise errors that say what to do. Pickle weights (`*.bin`) are
+        refused unless `use_safetensors=False` is passed. The codes stay frozen as `freeze_codes` says."""
+        source = pretrained_model_name_or_path
+        _check_source(cls, source, kwargs)
+        ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
+        with_info = kwargs.pop("output_loading_info", False)
+        safetensors_only = kwargs.get("use_safetensors") is None
+        if safetensors_only:
+            kwargs["use_safetensors"] = True
+        try:
+            model, info = super().from_pretrained(
+                source, *model_args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
+            )
+        except OSError as error:
+            local = Path(str(source), kwargs.get("subfolder", ""))
+            pickled = not local.is_dir() or any(local.glob("*.bin")) or any(local.glob("*.bin.index.json"))
+            if not (safetensors_only and "safetensors" in str(error) and pickled):
+                raise
+            raise UnsafeCheckpointError(
+                f"{source} has no safetensors weights, only pickle files (pytorch_model.bin), which are refused: "
+                "unpickling a file can run arbitrary code. If you trust its source, opt in with "
+                "`from_pretrained(..., use_safetensors=False)`, then `save_pretrained` it to convert it (safetensors)."
+            ) from error
+        except Exception as error:
+            if type(error).__name__ != "SafetensorError":
+                raise
+            raise CorruptCheckpointError(
+                f"Cannot read the weights of {source}: {error}. The safetensors file is corrupted or truncated (an "
+                f"interrupted download or copy?): download it again (`force_download=True`) or {_RECREATE}."
+            ) from error
+        _check_loaded(model, info, ignore_mismatched, source)
         layer = model.get_input_embeddings()
         if isinstance(layer, CompressedEmbedding):
             layer.codes.requires_grad_(not compressed_spec(model.config).freeze_codes)
-        return result
+        return (model, info) if with_info else model
 
     @property
     def dtype(self) -> torch.dtype:
@@ -162,6 +217,8 @@ class CompressedModelMixin:
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus a complete `auto_map` and the code files, so that the
         folder loads with `trust_remote_code=True` where this package is not installed."""
+        push = kwargs.pop("push_to_hub", False)
+        hub = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "create_pr") if key in kwargs}
         block = dict(getattr(self.config, CONFIG_KEY))
         block["library_version"] = __version__
         setattr(self.config, CONFIG_KEY, block)
@@ -171,6 +228,14 @@ class CompressedModelMixin:
             here = Path(__file__).resolve().parent
             for name in CODE_FILES:
                 shutil.copyfile(here / name, Path(save_directory) / name)
+            if self.write_model_card is not None:
+                self.write_model_card(save_directory, hub.get("repo_id"))
+            if push:  # upload once the code files are written (transformers' own push would upload before)
+                from transformers.utils.hub import hf_api
+
+                token, repo_id = kwargs.get("token"), hub.pop("repo_id", Path(save_directory).name)
+                repo_id = hf_api().create_repo(repo_id, exist_ok=True, token=token).repo_id
+                self._upload_modified_files(save_directory, repo_id, {}, token=token, **hub)
         return result
 
     # -------------------------------------------------------------- vocabulary
@@ -218,6 +283,64 @@ class CompressedModelMixin:
                 block["zero_padding_row"] = False
             setattr(self.config, CONFIG_KEY, block)
         return layer
+
+
+def _check_source(cls: type, source, kwargs: dict) -> None:
+    """Before building anything, refuse a local path that does not exist and a compressed checkpoint of another
+    family (transformers would load it with every weight missing)."""
+    if source is None or kwargs.get("gguf_file"):
+        return
+    text = str(source)
+    looks_local = isinstance(source, PurePath) or text.startswith((".", "/", "~")) or text.count("/") > 1
+    if looks_local and not Path(text).expanduser().exists():
+        raise FileNotFoundError(
+            f"{text}: no such file or directory. Pass the folder of a compressed checkpoint (written by "
+            "`save_pretrained` or `compressed-embeddings compress`) or a Hub id (user/name)."
+        )
+    if isinstance(kwargs.get("config"), PreTrainedConfig):
+        return
+    hub_kwargs = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
+    try:
+        data, _ = PreTrainedConfig.get_config_dict(source, **{k: kwargs[k] for k in hub_kwargs if k in kwargs})
+    except (OSError, ValueError):
+        return  # transformers reports it when it loads the config
+    found, expected = (data or {}).get("model_type"), cls.config_class.model_type
+    if (data or {}).get(CONFIG_KEY) is not None and found != expected:
+        raise CheckpointMismatchError(
+            f"{text} is a {found!r} checkpoint, but {cls.__name__} loads {expected!r} ones: its weights do not fit "
+            f"this architecture. Load it with a class of its own family, e.g. `AutoModel.from_pretrained({text!r})`."
+        )
+
+
+def _check_loaded(model: PreTrainedModel, info: dict, ignore_mismatched_sizes: bool, source) -> None:
+    """Refuse codes or decoder weights that are missing or have other shapes than config.json says (transformers
+    would initialise them at random), whatever `ignore_mismatched_sizes` says; other mismatches as transformers."""
+    prefix = module_name(model, model.get_input_embeddings()) + "."
+    missing = set(info["missing_keys"])
+    mismatched = {key: shapes for key, *shapes in info["mismatched_keys"]}
+    # When nothing at all was loaded (a checkpoint of another head whose base model has another prefix), the
+    # embedding is no more random than the rest: transformers reports that case itself, as for stock models.
+    loaded_any = any(name not in missing and name not in mismatched for name, _ in model.named_parameters())
+    ours = sorted(key for key in [*mismatched, *(missing if loaded_any else ())] if key.startswith(prefix))
+    if ours:
+        spec = compressed_spec(model.config)
+        details = "; ".join(
+            f"{key}: {tuple(mismatched[key][0])} in the weights, {tuple(mismatched[key][1])} expected"
+            if key in mismatched
+            else f"{key}: missing"
+            for key in ours
+        )
+        raise CheckpointMismatchError(
+            f"The checkpoint {source} is inconsistent: its compressed embedding does not match its config.json "
+            f"(num_embeddings={spec.num_embeddings}, code_dim={spec.code_dim}): {details}. Loading it would fill "
+            "the embedding with random values, so it is refused (`ignore_mismatched_sizes` does not apply to it). "
+            f"The files were edited or mixed up: {_RECREATE}."
+        )
+    if mismatched and not ignore_mismatched_sizes:
+        raise RuntimeError(
+            f"Error(s) in loading state_dict for {type(model).__name__}: size mismatch for {sorted(mismatched)}. "
+            "You may consider adding `ignore_mismatched_sizes=True` to `from_pretrained(...)` if appropriate."
+        )
 
 
 def _resized(tensor: torch.Tensor, size: int) -> nn.Parameter:
