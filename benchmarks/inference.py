@@ -65,8 +65,9 @@ def _median_time(function, repeats: int = 1) -> float:
 
 def time_all(folders: dict[str, Path], repeats: int) -> dict[str, dict[str, list[float]]]:
     """Interleaved timings of every model, all loaded in this process."""
-    import compressed_embeddings  # noqa: F401
     from transformers import AutoModelForCausalLM
+
+    import compressed_embeddings  # noqa: F401
 
     models = {name: AutoModelForCausalLM.from_pretrained(path).eval() for name, path in folders.items()}
     generator = torch.Generator().manual_seed(0)

@@ -216,7 +216,8 @@ class CompressedModelMixin:
     # -------------------------------------------------------------- saving
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus a complete `auto_map` and the code files, so that the
-        folder loads with `trust_remote_code=True` where this package is not installed."""
+        folder loads with `trust_remote_code=True` where this package is not installed; `push_to_hub=True` uploads
+        the folder once they are written."""
         push = kwargs.pop("push_to_hub", False)
         hub = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "create_pr") if key in kwargs}
         block = dict(getattr(self.config, CONFIG_KEY))
