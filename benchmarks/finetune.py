@@ -80,7 +80,8 @@ def table(results: list[dict], settings: dict, work: Path, command: str) -> str:
     groups: dict[tuple, list[dict]] = {}
     for row in results:
         groups.setdefault((row["variant"]["method"], row["variant"]["ratio"], row["variant"]["codes"]), []).append(row)
-    smoke = settings.get("max_train") is not None or settings.get("max_eval") is not None
+    subset = settings.get("max_train") is not None or settings.get("max_eval") is not None
+    smoke = (settings.get("max_train") or 10**9) < 1000 or (settings.get("max_eval") or 10**9) < 500
     lines = [
         "# Fine-tuning all-MiniLM-L6-v2 on Rotten Tomatoes: original vs compressed embeddings",
         "",
@@ -91,6 +92,13 @@ def table(results: list[dict], settings: dict, work: Path, command: str) -> str:
     ]
     if smoke:
         lines += ["**Smoke run on a subset of the data: these numbers say nothing about the methods.**", ""]
+    elif subset:
+        lines += [
+            "**Reduced budget** (this 2-CPU machine): every run trains on the same fixed random subset of the "
+            "training split (`--max-train`), so the comparison is fair but absolute accuracies are below what the "
+            "full split gives. Run the command without `--max-train` for the full recipe (hours on 2 CPUs).",
+            "",
+        ]
     lines += [
         f"Validation accuracy on {results[0]['eval_examples'] if results else '?'} sentences after "
         f"{settings['epochs']:g} epoch(s) on {results[0]['train_examples'] if results else '?'} (batch "

@@ -287,10 +287,30 @@ class CompressedOutputHead(nn.Module):
             if embedding.zero_padding_row:
                 logits = logits.index_fill(-1, torch.tensor([embedding.padding_idx], device=logits.device), 0.0)
         else:
-            logits = F.linear(hidden_states, embedding.weight)
+            logits = F.linear(hidden_states, self._decoded_matrix())
         if self.bias is not None:
             logits = logits + self.bias
         return logits
+
+    def _decoded_matrix(self) -> torch.Tensor:
+        """Non-linear decoders cannot run in code space. Policy: with gradients enabled (training) the matrix is
+        decoded on every call; without (inference) it is decoded once and cached (`V x d` memory, as much as the
+        replaced embedding) until the codes or decoder change (tracked by their version counters)."""
+        embedding = self.embedding
+        if torch.is_grad_enabled():
+            self.__dict__.pop("_cache", None)
+            return embedding.weight
+        params = [
+            embedding.codes,
+            *(p for p in (embedding.code_scales,) if p is not None),
+            *embedding.decoder.parameters(),
+        ]
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        cached = self.__dict__.get("_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, embedding.weight)
+            self.__dict__["_cache"] = cached
+        return cached[1]
 
     def extra_repr(self) -> str:
         mode = "code-space" if self.embedding.is_linear else "decoded"

@@ -95,3 +95,24 @@ def test_int8_codes_survive_resize(input_ids):
     assert torch.allclose(layer.dense_codes()[:99], old, atol=1e-6), "re-quantising existing rows is exact"
     with torch.no_grad():
         assert model(input_ids=torch.tensor([[3, 119]])).logits.shape == (1, 2, 120)
+
+
+def test_nonlinear_head_caches_the_decoded_matrix_only_without_gradients():
+    """Policy for non-linear decoders: decoded per call in training, cached in inference until weights change."""
+    from compressed_embeddings import CompressedEmbedding, CompressedOutputHead
+
+    torch.manual_seed(0)
+    layer = CompressedEmbedding(50, 16, 4, decoder_hidden_dims=[8])
+    head = CompressedOutputHead(layer)
+    hidden = torch.randn(3, 16)
+    with torch.no_grad():
+        first = head(hidden)
+        cached = head.__dict__["_cache"][1]
+        assert torch.equal(head(hidden), first) and head.__dict__["_cache"][1] is cached
+        layer.decoder[0].weight.mul_(2.0)  # an in-place change bumps the version: the cache is refreshed
+        second = head(hidden)
+        assert head.__dict__["_cache"][1] is not cached
+        assert torch.allclose(second, hidden @ layer.weight.T, atol=1e-5)
+    loss = head(hidden).sum()  # training: no cache, gradients reach the decoder
+    loss.backward()
+    assert "_cache" not in head.__dict__ and layer.decoder[0].weight.grad is not None
