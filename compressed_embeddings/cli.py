@@ -6,6 +6,9 @@ compressed-embeddings compress MODEL_OR_PATH --ratio 10 [--method autoencoder|sv
 compressed-embeddings hook install|uninstall|status [--target DIR]
 ```
 
+Data parallel on several processes: `accelerate launch --multi_gpu --num_processes N -m compressed_embeddings
+compress ...` (the main process writes the output).
+
 One module, one `<name>_command_parser` / `<name>_command` pair per sub-command (accelerate's layout).
 """
 
@@ -169,6 +172,7 @@ def compress_command(args: argparse.Namespace) -> int:
 
     from .compress import compress_model
     from .configuration import CompressedEmbeddingConfig
+    from .methods.autoencoder import default_accelerator
 
     fields = {
         "method": args.method,
@@ -188,8 +192,11 @@ def compress_command(args: argparse.Namespace) -> int:
     model = _load_model(args.model, args.revision, args.allow_pickle)
     source_bytes = _folder_bytes(Path(args.model)) if Path(args.model).is_dir() else None
     print(f"Loaded {type(model).__name__} from {args.model} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    accelerator = default_accelerator()  # under `accelerate launch`, the processes train together
     model = compress_model(model, config, show_progress=not args.quiet)
     report = model.compression_report
+    if not accelerator.is_main_process:  # only the main process writes (and pushes) the checkpoint
+        return 0
 
     # Everything is written into a hidden temporary folder next to OUTPUT, moved into place only when complete;
     # on an error, Ctrl-C or SIGTERM it is removed, so OUTPUT is either absent (or untouched) or complete.

@@ -98,7 +98,7 @@ def compress_embedding(
         layer.decoder.load_state_dict(output.decoder_state)
     wall_time = time.perf_counter() - start
     with torch.no_grad():
-        fidelity = embedding_fidelity(matrix, layer.weight.float())
+        fidelity = embedding_fidelity(matrix, _decoded_rows(layer))  # decodes chunk by chunk: no second V x d copy
     stored = sum(p.numel() for p in layer.parameters())
     stored_bytes = sum(t.numel() * t.element_size() for t in layer.state_dict().values())
     report = CompressionReport(
@@ -122,8 +122,23 @@ def compress_embedding(
     return layer, report
 
 
-def _check_finite(matrix: torch.Tensor) -> None:
-    bad = (~torch.isfinite(matrix)).any(dim=1).nonzero().flatten()
+def _decoded_rows(layer: CompressedEmbedding):
+    """`(start, stop) -> rows start:stop of layer.weight`, decoded on demand."""
+    codes = layer.dense_codes()
+
+    def rows(start: int, stop: int) -> torch.Tensor:
+        return layer._zero_padding(layer.decode(codes[start:stop]), torch.arange(start, stop)).float()
+
+    return rows
+
+
+def _check_finite(matrix: torch.Tensor, chunk_rows: int = 16384) -> None:
+    bad = torch.cat(
+        [
+            (~torch.isfinite(matrix[start : start + chunk_rows])).any(dim=1).nonzero().flatten() + start
+            for start in range(0, matrix.shape[0], chunk_rows)
+        ]
+    )
     if bad.numel():
         raise ValueError(
             f"The embedding has {bad.numel()} row(s) with NaN or Inf values (token ids {bad[:10].tolist()}"

@@ -8,7 +8,7 @@ embedding has been replaced by a compressed one.
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -477,7 +477,7 @@ def _row_cosines(a: torch.Tensor, b: torch.Tensor, norm_a: torch.Tensor, norm_b:
 
 def embedding_fidelity(
     original: torch.Tensor,
-    reconstructed: torch.Tensor,
+    reconstructed: "torch.Tensor | Callable[[int, int], torch.Tensor]",
     *,
     token_counts: torch.Tensor | None = None,
     chunk_size: int = 2048,
@@ -489,7 +489,8 @@ def embedding_fidelity(
 
     Args:
         original (`torch.Tensor`): Reference embedding matrix `E` of shape `(V, d)`.
-        reconstructed (`torch.Tensor`): Approximation `Ê` of the same shape.
+        reconstructed (`torch.Tensor` or callable): Approximation `Ê` of the same shape, or a function
+            `(start, stop) -> rows start:stop of Ê` that decodes rows on demand (`Ê` is then never materialised).
         token_counts (`torch.Tensor`, *optional*): Non-negative weights of shape `(V,)` (e.g. from
             [`token_frequencies`]) for `frequency_weighted_cosine`.
         chunk_size (`int`, *optional*, defaults to 2048): Number of rows processed at once.
@@ -508,6 +509,9 @@ def embedding_fidelity(
     True
     ```
     """
+    rows_of = None
+    if callable(reconstructed) and not isinstance(reconstructed, torch.Tensor):
+        rows_of, reconstructed = reconstructed, original  # shape checks below then compare `original` with itself
     if not isinstance(original, torch.Tensor) or not isinstance(reconstructed, torch.Tensor):
         raise TypeError(
             f"`original` and `reconstructed` must be tensors, got {type(original).__name__} and "
@@ -549,7 +553,8 @@ def embedding_fidelity(
         for start in range(0, num_rows, chunk_size):
             stop = min(start + chunk_size, num_rows)
             a = original[start:stop].detach().to(dtype=torch.float64)
-            b = reconstructed[start:stop].detach().to(device=device, dtype=torch.float64)
+            b = (rows_of(start, stop) if rows_of else reconstructed[start:stop]).detach()
+            b = b.to(device=device, dtype=torch.float64)
             norm_a = torch.linalg.vector_norm(a, dim=1)
             norm_b = torch.linalg.vector_norm(b, dim=1)
 

@@ -4,12 +4,28 @@
 (or a small MLP), loss `0.1995 * mean(1 - cos) + 0.0025 * mean((|x_hat - x| + 1e-10) ** p)` with `p`
 decaying linearly from 1.0 to 0.1 over 20 epochs, Adam (lr 1e-3), StepLR (4 epochs, x0.5), batches of 32
 shuffled rows, 30 epochs. After training the encoder is thrown away: the codes are its outputs.
+
+Training runs through `accelerate.Accelerator`, so the same code runs on CPU, on one GPU, and data parallel under
+`accelerate launch --num_processes N` (rows of E split across processes, gradients averaged by DDP). Each shuffled
+global batch of `batch_size` rows is split across the processes and every local loss is weighted by its share of
+the batch, so the optimisation is the single-process one up to float rounding. Mixed precision follows the
+accelerate configuration (`accelerate launch --mixed_precision bf16`, or pass `accelerator=Accelerator(...)`); the
+default on CPU is fp32, where a seed gives bitwise-equal codes. The codes of all rows are computed in chunks, each
+process encoding its share, and gathered on every process; only the main process should save them:
+
+```bash
+accelerate launch --multi_gpu --num_processes 8 my_script.py  # compress_model(...); save on the main process
+```
+
+On a machine without GPU the same command trains on CPU over gloo (`default_accelerator` picks `cpu=True`);
+`accelerate launch --cpu --num_processes N` starts several processes only through `mpirun`.
 """
 
 import dataclasses
 import math
 
 import torch
+from accelerate import Accelerator
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -40,11 +56,40 @@ def _svd_init(matrix: torch.Tensor, config: CompressedEmbeddingConfig, encoder: 
             decoder.bias.copy_(mean)
 
 
+def default_accelerator() -> Accelerator:
+    """`Accelerator()` from the environment (`accelerate launch` and its config), on CPU where the machine has no
+    accelerator, so that processes started by `accelerate launch --multi_gpu` (torchrun) on a CPU-only machine
+    train together over gloo instead of each alone."""
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return Accelerator(cpu=not has_accelerator)
+
+
+class _AutoEncoder(nn.Module):
+    """Encoder + decoder in one module, so that accelerate wraps both (DDP, autocast) in one `prepare`."""
+
+    def __init__(self, encoder: nn.Linear, decoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(rows))
+
+
 @register_method("autoencoder")
 def autoencoder(
-    matrix: torch.Tensor, config: CompressedEmbeddingConfig, *, show_progress: bool = True
+    matrix: torch.Tensor,
+    config: CompressedEmbeddingConfig,
+    *,
+    show_progress: bool = True,
+    accelerator: Accelerator | None = None,
 ) -> MethodOutput:
-    """Train the paper's AutoEncoder on the rows of `matrix`; return the codes and the decoder."""
+    """Train the paper's AutoEncoder on the rows of `matrix`; return the codes and the decoder.
+
+    `matrix` (V x d, float32) stays where it is (on CPU); batches are copied to `accelerator.device`. Every process
+    returns the full codes; under `accelerate launch` only the main process should write them.
+    """
+    accelerator = accelerator if accelerator is not None else default_accelerator()
     num_rows, d = matrix.shape
     k = config.code_dim
     generator = torch.Generator().manual_seed(config.seed)
@@ -54,42 +99,66 @@ def autoencoder(
         decoder = build_decoder(k, d, config.decoder_hidden_dims, config.decoder_activation, config.use_decoder_bias)
     if config.init == "svd":
         _svd_init(matrix, config, encoder, decoder)
-    parameters = [*encoder.parameters(), *decoder.parameters()]
-    optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
+    model = _AutoEncoder(encoder, decoder)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    model, optimizer = accelerator.prepare(model, optimizer)
     total_steps = config.max_steps or config.epochs * math.ceil(num_rows / config.batch_size)
     threads = torch.get_num_threads()
     if config.batch_size * d <= SMALL_BATCH_ENTRIES:
         torch.set_num_threads(1)
     try:
-        history = _train(matrix, config, encoder, decoder, optimizer, generator, total_steps, show_progress)
+        history = _train(matrix, config, model, optimizer, accelerator, generator, total_steps, show_progress)
+        codes = _encode(matrix, accelerator.unwrap_model(model).encoder, accelerator)
     finally:
         torch.set_num_threads(threads)
-
-    codes = torch.empty(num_rows, k, dtype=torch.float32)
-    with torch.no_grad():
-        for start in range(0, num_rows, CHUNK_ROWS):
-            codes[start : start + CHUNK_ROWS] = encoder(matrix[start : start + CHUNK_ROWS])
-    state = {name: tensor.detach().clone() for name, tensor in decoder.state_dict().items()}
+    decoder = accelerator.unwrap_model(model).decoder
+    state = {name: tensor.detach().to("cpu", torch.float32).clone() for name, tensor in decoder.state_dict().items()}
     return MethodOutput(codes=codes, decoder_state=state, loss_history=history)
+
+
+def _encode(matrix: torch.Tensor, encoder: nn.Module, accelerator: Accelerator) -> torch.Tensor:
+    """The codes of all rows (V x k, float32, on CPU): each process encodes its contiguous share in chunks of
+    `CHUNK_ROWS` rows, then the shares are gathered (padded to equal length, as `gather` needs)."""
+    num_rows = matrix.shape[0]
+    share = math.ceil(num_rows / accelerator.num_processes)
+    first = min(accelerator.process_index * share, num_rows)
+    last = min(first + share, num_rows)
+    device = accelerator.device
+    codes = torch.zeros(share, encoder.out_features, dtype=torch.float32)
+    with torch.no_grad():
+        for start in range(first, last, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, last)
+            codes[start - first : stop - first] = encoder(matrix[start:stop].to(device)).float().cpu()
+    if accelerator.num_processes == 1:
+        return codes
+    return accelerator.gather(codes.to(device)).cpu()[:num_rows]
 
 
 def _train(
     matrix: torch.Tensor,
     config: CompressedEmbeddingConfig,
-    encoder: nn.Module,
-    decoder: nn.Module,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
+    accelerator: Accelerator,
     generator: torch.Generator,
     total_steps: int,
     show_progress: bool,
 ) -> list[float]:
-    """The training loop; returns the mean loss of each epoch."""
+    """The training loop; returns the mean loss of each epoch (over all processes).
+
+    Every process draws the same shuffled order; each global batch is split into `num_processes` near-equal
+    parts, and each process scales its local mean loss by `num_processes * local_rows / batch_rows`, so that the
+    gradients DDP averages are those of the global batch's mean loss.
+    """
     num_rows = matrix.shape[0]
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     steps_per_epoch = math.ceil(num_rows / config.batch_size)
     epochs = math.ceil(total_steps / steps_per_epoch)
     history: list[float] = []
     step = 0
+    show_progress = show_progress and accelerator.is_local_main_process
     progress = tqdm(total=total_steps, desc="autoencoder", unit="step", disable=not show_progress, leave=False)
+    model.train()
     for epoch in range(epochs):
         power = l1_power(epoch, config.l1_power_start, config.l1_power_end, config.l1_power_decay_epochs)
         lr = config.learning_rate * config.lr_gamma ** (epoch // config.lr_step_epochs)
@@ -100,22 +169,32 @@ def _train(
         for start in range(0, num_rows, config.batch_size):
             if step >= total_steps:
                 break
-            batch = matrix[order[start : start + config.batch_size]]
-            loss = direction_loss(
-                decoder(encoder(batch)),
-                batch,
-                cosine_weight=config.cosine_weight,
-                l1_weight=config.l1_weight,
-                rmse_weight=config.rmse_weight,
-                power=power,
-            )
+            indices = order[start : start + config.batch_size]
+            if world > 1:
+                global_rows, indices = indices.shape[0], indices.tensor_split(world)[rank]
+            batch = matrix[indices].to(device, non_blocking=True)
+            reconstructed = model(batch).float()
+            if batch.shape[0]:
+                loss = direction_loss(
+                    reconstructed,
+                    batch,
+                    cosine_weight=config.cosine_weight,
+                    l1_weight=config.l1_weight,
+                    rmse_weight=config.rmse_weight,
+                    power=power,
+                )
+            else:  # fewer rows than processes in the last batch: take part in the gradient all-reduce with zeros
+                loss = reconstructed.sum()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(loss if world == 1 else loss * (world * batch.shape[0] / global_rows))
             optimizer.step()
             total += loss.item() * batch.shape[0]
             count += batch.shape[0]
             step += 1
             progress.update(1)
+        if world > 1:
+            sums = accelerator.reduce(torch.tensor([total, count], dtype=torch.float64, device=device), "sum")
+            total, count = float(sums[0]), int(sums[1])
         history.append(total / max(count, 1))
         progress.set_postfix(epoch=epoch + 1, loss=f"{history[-1]:.5f}")
     progress.close()

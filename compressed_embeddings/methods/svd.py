@@ -76,7 +76,9 @@ def svd(matrix: torch.Tensor, config: CompressedEmbeddingConfig, *, show_progres
     rank = config.code_dim
     if config.decoder_hidden_dims:
         raise ValueError("method='svd' gives a linear decoder; leave decoder_hidden_dims empty.")
-    mean = matrix.double().mean(0) if config.use_decoder_bias else None
+    mean = None
+    if config.use_decoder_bias:  # summed chunk by chunk in float64: no float64 copy of E
+        mean = sum(matrix[rows].double().sum(0) for rows in _chunks(num_rows)) / num_rows
     solver = config.svd_solver
     if solver == "auto":
         solver = "exact" if num_rows * d <= EXACT_LIMIT or d <= 8192 else "randomized"
