@@ -10,7 +10,7 @@ from transformers import AutoConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .configuration import compressed_config_class
-from .modeling import AUTO_CLASS_TABLES, compressed_model_class, modeling_auto
+from .modeling import compressed_model_class, family_classes
 
 #: Families registered when the package is imported.
 DEFAULT_FAMILIES = ("bert", "roberta", "distilbert", "gpt2", "llama", "qwen2", "qwen3", "mistral", "gemma3_text")
@@ -39,9 +39,8 @@ def register_family(model_type: str) -> None:
         )
     config_class = compressed_config_class(CONFIG_MAPPING[model_type])
     AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-    for auto_name, table in AUTO_CLASS_TABLES.items():
-        class_name = getattr(modeling_auto, table).get(model_type)
-        base = getattr(transformers, class_name, None) if isinstance(class_name, str) else None
+    for auto_name, class_name in family_classes(model_type).items():
+        base = getattr(transformers, class_name, None)
         if base is not None:
             getattr(transformers, auto_name).register(config_class, compressed_model_class(base), exist_ok=True)
     _REGISTERED.add(model_type)

@@ -33,12 +33,11 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from transformers.models.auto import modeling_auto
 from transformers.utils import logging
 
 from .configuration import CONFIG_KEY, CompressedEmbeddingConfig
 from .layer import CompressedEmbedding, CompressedOutputHead
-from .modeling import AUTO_CLASS_TABLES, CompressedModelMixin
+from .modeling import CompressedModelMixin, family_classes
 
 logger = logging.get_logger(__name__)
 
@@ -96,8 +95,8 @@ def _auto_class_name(model) -> str:
     """The Auto class that loads `model`'s own head, e.g. `AutoModelForCausalLM` for a `...ForCausalLM`."""
     base_class = type(model).base_model_class
     family = base_class.config_class.model_type
-    for auto_name, table in AUTO_CLASS_TABLES.items():
-        if auto_name != "AutoModel" and getattr(modeling_auto, table).get(family) == base_class.__name__:
+    for auto_name, class_name in family_classes(family).items():
+        if auto_name != "AutoModel" and class_name == base_class.__name__:
             return auto_name
     return "AutoModel"
 

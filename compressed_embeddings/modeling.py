@@ -210,8 +210,8 @@ class CompressedModelMixin:
     def dtype(self) -> torch.dtype:
         """The compute dtype: that of the first floating parameter other than codes (which may be stored
         in a narrower dtype, see `codes_dtype`)."""
-        codes = {id(m.codes) for m in self.modules() if isinstance(m, CompressedEmbedding)}
-        return next(p.dtype for p in self.parameters() if p.is_floating_point() and id(p) not in codes)
+        codes = getattr(self.get_input_embeddings(), "codes", None)
+        return next(p.dtype for p in self.parameters() if p.is_floating_point() and p is not codes)
 
     # -------------------------------------------------------------- saving
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -377,15 +377,19 @@ def _replace_parameter(model: nn.Module, old: nn.Parameter, new: nn.Parameter) -
                 module._parameters[name] = new
 
 
+def family_classes(model_type: str) -> dict[str, str]:
+    """`{Auto class name: model class name}` for every Auto class in `AUTO_CLASS_TABLES` the family has."""
+    found = {auto: getattr(modeling_auto, table).get(model_type) for auto, table in AUTO_CLASS_TABLES.items()}
+    return {auto: name for auto, name in found.items() if isinstance(name, str)}
+
+
 def auto_map(base_model_class: type) -> dict[str, str]:
     """The `auto_map` of a compressed checkpoint: AutoConfig and every Auto class the family has."""
     base_type = base_model_class.config_class.model_type
     config_name = compressed_config_class(base_model_class.config_class).__name__
     mapping = {"AutoConfig": f"configuration.{config_name}"}
-    for auto_name, table in AUTO_CLASS_TABLES.items():
-        class_name = getattr(modeling_auto, table).get(base_type)
-        if isinstance(class_name, str):
-            mapping[auto_name] = f"modeling.{CLASS_PREFIX}{class_name}"
+    for auto_name, class_name in family_classes(base_type).items():
+        mapping[auto_name] = f"modeling.{CLASS_PREFIX}{class_name}"
     if not any(v == f"modeling.{CLASS_PREFIX}{base_model_class.__name__}" for v in mapping.values()):
         mapping["AutoModel" if "AutoModel" not in mapping else f"AutoModel_{base_model_class.__name__}"] = (
             f"modeling.{CLASS_PREFIX}{base_model_class.__name__}"
