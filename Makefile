@@ -1,11 +1,11 @@
-# Everything a fresh machine needs: `make demo` (the main job) and `make test` (the test suite).
+# Everything a fresh machine needs: `make demo` (the main job), `make test` (the test suite), `make docs` (the site).
 # torch is pinned first to the CPU wheel (an unpinned torch would pull a multi-GB CUDA build).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast lint docs clean
 
 setup: $(VENV)/.installed
 
@@ -13,7 +13,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,docs]"
 	touch $@
 
 demo: setup
@@ -26,7 +26,11 @@ test-fast: setup
 	$(PY) -m pytest -m "not real"
 
 lint: setup
-	$(PY) -m ruff check compressed_embeddings tests examples
+	$(PY) -m ruff check compressed_embeddings tests examples docs
+
+# The documentation site (mkdocs.yml), warnings as errors, into site/. Its code blocks run in tests/test_docs.py.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) outputs build *.egg-info .pytest_cache
+	rm -rf $(VENV) outputs build site *.egg-info .pytest_cache
