@@ -1,6 +1,8 @@
 """Inference speed and memory of compressed vs original SmolLM2-135M, measured in one run.
 
     python benchmarks/inference.py [--repeats 5] [--ratios 5 10] [--output docs/results]
+    python benchmarks/inference.py --device cuda --dtype bfloat16 --random-weights --inner-repeats 10 \
+        --output docs/results --name inference-gpu        # on a GPU (what docs/results/inference-gpu.md ran)
 
 For the original and for SVD and the paper's autoencoder at each ratio (tied head compressed):
 - prefill latency, generate-style (`logits_to_keep=1`) and full logits, for batch 1 x 512 and 8 x 128 tokens;
@@ -13,6 +15,13 @@ compressed / original from the same run. Writes `inference.md` and `inference.js
 Speed does not depend on how well the codes were trained (the shapes are the same), so the autoencoder is
 trained for `--ae-epochs` (default 1) instead of the paper's 30 to keep the run short; the quality benchmark
 measures the full recipe.
+
+`--device cuda` runs the models on the GPU (timings synchronise the device; memory is the CUDA allocator's
+`memory_allocated` after load and `max_memory_allocated` during generation instead of the process's RSS),
+`--dtype` loads them in float32 (default), bfloat16 or float16. `--random-weights` builds the original from the
+SmolLM2 config (same architecture and shapes) with random weights (seed 0) instead of loading the real ones, for
+machines the real checkpoint cannot reach; speed and memory do not depend on the weight values. The compressed
+models are then compressions of those random weights.
 """
 
 import argparse
@@ -30,16 +39,37 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 PROMPT_TOKENS = 32
 NEW_TOKENS = 128
+CPU = torch.device("cpu")
+FORWARD_KEYS = ("prefill_1x512_s", "prefill_8x128_s", "forward_all_logits_1x512_s", "forward_all_logits_8x128_s")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def prepare(work: Path, ratios: list[float], ae_epochs: int) -> dict[str, Path]:
+def random_original(work: Path) -> Path:
+    """SmolLM2-135M-Instruct's architecture with random weights (seed 0), saved once in `work` (fp32)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    from compressed_embeddings.assets import smollm2_path
+
+    folder = work / "original-random-weights"
+    if not (folder / "model.safetensors").exists():
+        source = smollm2_path()  # only its config.json and generation_config.json are read
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source), dtype=torch.float32)
+        model.generation_config = GenerationConfig.from_pretrained(source)
+        model.save_pretrained(folder)
+    return folder
+
+
+def prepare(work: Path, ratios: list[float], ae_epochs: int, random_weights: bool = False) -> dict[str, Path]:
     """The original folder and one compressed checkpoint per (method, ratio), built once and cached in `work`."""
     from transformers import AutoModelForCausalLM
 
     from compressed_embeddings import CompressedEmbeddingConfig, compress_model
     from compressed_embeddings.assets import smollm2_path
 
-    source = smollm2_path()
+    if random_weights:
+        work = work / "random-weights"
+    source = random_original(work) if random_weights else smollm2_path()
     folders = {"original": source}
     for ratio in ratios:
         for method in ("svd", "autoencoder"):
@@ -54,52 +84,77 @@ def prepare(work: Path, ratios: list[float], ae_epochs: int) -> dict[str, Path]:
     return folders
 
 
-def _median_time(function, repeats: int = 1) -> float:
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so that wall-clock timings are complete."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(function, repeats: int = 1, device: torch.device = CPU) -> float:
     times = []
     for _ in range(repeats):
+        _synchronize(device)
         start = time.perf_counter()
         function()
+        _synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def time_all(folders: dict[str, Path], repeats: int) -> dict[str, dict[str, list[float]]]:
-    """Interleaved timings of every model, all loaded in this process."""
+def time_all(
+    folders: dict[str, Path],
+    repeats: int,
+    device: torch.device = CPU,
+    dtype: torch.dtype = torch.float32,
+    inner_repeats: int = 1,
+) -> dict[str, dict[str, list[float]]]:
+    """Interleaved timings of every model, all loaded in this process (each forward timing: the median of
+    `inner_repeats` calls)."""
     from transformers import AutoModelForCausalLM
 
     import compressed_embeddings  # noqa: F401
 
-    models = {name: AutoModelForCausalLM.from_pretrained(path).eval() for name, path in folders.items()}
+    models = {
+        name: AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+        for name, path in folders.items()
+    }
     generator = torch.Generator().manual_seed(0)
     inputs = {
-        "1x512": torch.randint(0, 49152, (1, 512), generator=generator),
-        "8x128": torch.randint(0, 49152, (8, 128), generator=generator),
+        "1x512": torch.randint(0, 49152, (1, 512), generator=generator).to(device),
+        "8x128": torch.randint(0, 49152, (8, 128), generator=generator).to(device),
     }
-    prompt = torch.randint(0, 49152, (1, PROMPT_TOKENS), generator=generator)
+    prompt = torch.randint(0, 49152, (1, PROMPT_TOKENS), generator=generator).to(device)
     results: dict[str, dict[str, list[float]]] = {name: {} for name in models}
     names = list(models)
     with torch.inference_mode():
-        for model in models.values():  # warm-up
+        for model in models.values():  # warm-up (on a GPU: every shape once, so kernels are chosen and loaded)
             model(inputs["8x128"][:, :16], logits_to_keep=1)
             model.generate(prompt, max_new_tokens=4, do_sample=False)
+            if device.type != "cpu":
+                for ids in inputs.values():
+                    model(ids, logits_to_keep=1)
+                    model(ids)
+                model.generate(prompt, max_new_tokens=16, min_new_tokens=16, do_sample=False, pad_token_id=0)
         for repeat in range(repeats):
             order = names[repeat % len(names) :] + names[: repeat % len(names)]
             for name in order:
                 model, record = models[name], results[name]
                 for shape, ids in inputs.items():
                     record.setdefault(f"prefill_{shape}_s", []).append(
-                        _median_time(lambda m=model, i=ids: m(i, logits_to_keep=1))
+                        _median_time(lambda m=model, i=ids: m(i, logits_to_keep=1), inner_repeats, device)
                     )
                     record.setdefault(f"forward_all_logits_{shape}_s", []).append(
-                        _median_time(lambda m=model, i=ids: m(i))
+                        _median_time(lambda m=model, i=ids: m(i), inner_repeats, device)
                     )
+                _synchronize(device)
                 start = time.perf_counter()
                 output = model.generate(
                     prompt, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0
                 )
+                _synchronize(device)
                 elapsed = time.perf_counter() - start
                 record.setdefault("decode_tokens_per_s", []).append((output.shape[1] - PROMPT_TOKENS) / elapsed)
-            print(f"repeat {repeat + 1}/{repeats} done", file=sys.stderr)
+            print(f"[{time.strftime('%H:%M:%S')}] repeat {repeat + 1}/{repeats} done", file=sys.stderr, flush=True)
     return results
 
 
@@ -110,26 +165,45 @@ import torch
 import compressed_embeddings  # noqa: F401
 from transformers import AutoModelForCausalLM
 
+folder, device, dtype = sys.argv[1], torch.device(sys.argv[2]), getattr(torch, sys.argv[3])
+cuda = device.type == "cuda"
+
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1]) * 1024
+if cuda:  # create the CUDA context before the clock starts: it is not part of loading the model
+    torch.ones(1, device=device)
+    torch.cuda.synchronize(device)
+    base_allocated = torch.cuda.memory_allocated(device)
 start = time.perf_counter()
-model = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+if cuda:
+    torch.cuda.synchronize(device)
 load_s = time.perf_counter() - start
-after_load = status("VmRSS:")
+result = {"load_s": load_s, "rss_after_load": status("VmRSS:")}
+unique = {t.data_ptr(): t for t in model.state_dict().values()}  # a tied head shares the embedding's storage
+result["parameter_bytes"] = sum(t.numel() * t.element_size() for t in unique.values())
 open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark
-prompt = torch.randint(0, 49152, (1, 32), generator=torch.Generator().manual_seed(0))
+if cuda:
+    result["cuda_allocated_after_load"] = torch.cuda.memory_allocated(device) - base_allocated
+    torch.cuda.reset_peak_memory_stats(device)
+prompt = torch.randint(0, 49152, (1, 32), generator=torch.Generator().manual_seed(0)).to(device)
 with torch.inference_mode():
     model.generate(prompt, max_new_tokens=128, min_new_tokens=128, do_sample=False, pad_token_id=0)
-print(json.dumps({"load_s": load_s, "rss_after_load": after_load, "peak_rss_generation": status("VmHWM:")}))
+if cuda:
+    torch.cuda.synchronize(device)
+    result["cuda_peak_generation"] = torch.cuda.max_memory_allocated(device) - base_allocated
+result["peak_rss_generation"] = status("VmHWM:")
+print(json.dumps(result))
 """
 
 
-def memory(folder: Path) -> dict[str, float]:
-    """Load time and resident memory of one model, in a fresh process."""
+def memory(folder: Path, device: str = "cpu", dtype: str = "float32") -> dict[str, float]:
+    """Load time and memory of one model, in a fresh process: resident memory (RSS) on the CPU, and on a CUDA
+    device the bytes the CUDA allocator holds after load and at its peak during generation."""
     result = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, str(folder)], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", MEMORY_PROBE, str(folder), device, dtype], capture_output=True, text=True, timeout=600
     )
     if result.returncode != 0:
         raise RuntimeError(f"memory probe of {folder} failed:\n{result.stderr[-3000:]}")
@@ -161,19 +235,37 @@ def main() -> None:
     parser.add_argument("--ae-epochs", type=int, default=1)
     parser.add_argument("--work", default=str(REPO / "outputs" / "bench-inference"))
     parser.add_argument("--output", default=str(REPO / "docs" / "results"))
-    parser.add_argument("--render-only", action="store_true", help="Re-write inference.md from inference.json.")
+    parser.add_argument("--name", default="inference", help="Results file stem: NAME.md and NAME.json.")
+    parser.add_argument("--device", default="cpu", help="torch device to run on: cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="float32", help="dtype the models are loaded in.")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="Build the original from the SmolLM2 config with random weights (same shapes; for machines without "
+        "the real checkpoint). Speed and memory do not depend on the values.",
+    )
+    parser.add_argument(
+        "--inner-repeats", type=int, default=1, help="Forward timings: median of this many calls per repetition."
+    )
+    parser.add_argument("--render-only", action="store_true", help="Re-write NAME.md from NAME.json.")
     args = parser.parse_args()
+    output = Path(args.output)
     if args.render_only:
-        saved = json.loads((Path(args.output) / "inference.json").read_text())
-        (Path(args.output) / "inference.md").write_text(render(saved["meta"], saved["rows"]))
+        saved = json.loads((output / f"{args.name}.json").read_text())
+        (output / f"{args.name}.md").write_text(render(saved["meta"], saved["rows"]))
         return
 
-    folders = prepare(Path(args.work), args.ratios, args.ae_epochs)
-    timings = time_all(folders, args.repeats)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False on this machine")
+    folders = prepare(Path(args.work), args.ratios, args.ae_epochs, args.random_weights)
+    print(f"[{time.strftime('%H:%M:%S')}] models ready: {', '.join(folders)}", file=sys.stderr, flush=True)
+    timings = time_all(folders, args.repeats, device, DTYPES[args.dtype], args.inner_repeats)
     rows = {}
     for name, folder in folders.items():
         rows[name] = {key: statistics.median(values) for key, values in timings[name].items()}
-        rows[name].update(memory(folder))
+        rows[name].update(memory(folder, args.device, args.dtype))
+        print(f"[{time.strftime('%H:%M:%S')}] memory probe of {name} done", file=sys.stderr, flush=True)
         rows[name].update(checkpoint_bytes(folder))
         rows[name]["samples"] = {key: values for key, values in timings[name].items()}
     base = rows["original"]
@@ -183,29 +275,54 @@ def main() -> None:
             for key in row
             if isinstance(row[key], float | int) and key not in ("samples",) and base[key]
         }
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+    machine += f"{torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        machine = (
+            f"one {torch.cuda.get_device_name(device)} "
+            f"({torch.cuda.get_device_properties(device).total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}; "
+            + machine
+        )
     meta = {
         "command": "python benchmarks/inference.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
+        "machine": machine,
         "repeats": args.repeats,
+        "inner_repeats": args.inner_repeats,
         "ae_epochs": args.ae_epochs,
+        "device": str(device),
+        "dtype": args.dtype,
+        "weights": "random (SmolLM2-135M-Instruct config, seed 0)" if args.random_weights else "real",
+        "transformers": transformers_version(),
     }
-    output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "inference.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (output / "inference.md").write_text(render(meta, rows))
+    (output / f"{args.name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (output / f"{args.name}.md").write_text(render(meta, rows))
     print(render(meta, rows))
 
 
+def transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
 def render(meta: dict, rows: dict) -> str:
+    if "cuda_peak_generation" in rows["original"]:
+        return render_cuda(meta, rows)
     lines = [
         "# Inference: SmolLM2-135M-Instruct, original vs compressed embedding",
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}  ",
         f"Medians of {meta['repeats']} interleaved repetitions; ratios are compressed / original in the same run. "
-        "fp32 weights. The original is the dequantised GGUF checkpoint the package ships. The autoencoder is "
-        f"trained for {meta['ae_epochs']} epoch(s) here: speed and memory do not depend on training.",
+        + ("fp32 weights. " if meta.get("dtype", "float32") == "float32" else f"{meta['dtype']} weights. ")
+        + (
+            "The original is the dequantised GGUF checkpoint the package ships. "
+            if meta.get("weights", "real") == "real"
+            else "**Random weights** with SmolLM2-135M-Instruct's architecture (seed 0), not the real checkpoint. "
+        )
+        + f"The autoencoder is trained for {meta['ae_epochs']} epoch(s) here: speed and memory do not depend on "
+        "training.",
         "",
         "| model | prefill 1x512 (s) | prefill 8x128 (s) | full logits 1x512 (s) | decode tok/s | "
         "RSS after load (MiB) | peak RSS in generation (MiB) | load (s) | checkpoint (MiB) | tensors (MiB) |",
@@ -246,6 +363,103 @@ def render(meta: dict, rows: dict) -> str:
             f"peak RSS in generation {row['peak_rss_generation'] / 2**20:.0f} MiB vs limit (original - 80% of "
             f"{saved / 2**20:.0f} MiB saved) {limit / 2**20:.0f} MiB: "
             f"{'OK' if row['peak_rss_generation'] <= limit else 'ABOVE'}"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_cuda(meta: dict, rows: dict) -> str:
+    """The table of a run on a CUDA device: times in ms, memory from the CUDA allocator."""
+    random_weights = meta.get("weights", "real") != "real"
+    lines = [
+        "# Inference on a GPU: SmolLM2-135M-Instruct"
+        + (" architecture (random weights)" if random_weights else "")
+        + ", original vs compressed embedding",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}, transformers {meta.get('transformers', '?')}  ",
+        f"Device `{meta['device']}`, models loaded in **{meta['dtype']}**. Medians of {meta['repeats']} interleaved "
+        f"repetitions (each forward timing is itself the median of {meta.get('inner_repeats', 1)} calls); ratios "
+        "are compressed / original in the same run. Timings synchronise the device before and after each call. "
+        f"The autoencoder is trained for {meta['ae_epochs']} epoch(s): speed and memory do not depend on training.",
+        "",
+    ]
+    if random_weights:
+        lines += [
+            "**Random weights**: the original is SmolLM2-135M-Instruct's architecture (its `config.json`: 30 layers, "
+            "d = 576, V = 49,152, tied head) with random weights (seed 0), not the real checkpoint, which could not "
+            "be carried to the GPU machine; the compressed models compress those random weights. Speed and memory "
+            "depend only on the shapes and dtypes, not on the values; the generated text is meaningless.",
+            "",
+        ]
+    lines += [
+        "| model | prefill 1x512 (ms) | prefill 8x128 (ms) | full logits 1x512 (ms) | full logits 8x128 (ms) | "
+        "decode tok/s | GPU memory after load (MiB) | peak GPU memory in generation (MiB) | load (s) | "
+        "checkpoint (MiB) | tensors (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        ratio = row["ratios"]
+
+        def ms(key, row=row, ratio=ratio):
+            return f"{1000 * row[key]:.2f} ({ratio[key]:.2f}x)"
+
+        lines.append(
+            f"| {name} | {ms('prefill_1x512_s')} | {ms('prefill_8x128_s')} | {ms('forward_all_logits_1x512_s')} | "
+            f"{ms('forward_all_logits_8x128_s')} | "
+            f"{row['decode_tokens_per_s']:.1f} ({ratio['decode_tokens_per_s']:.2f}x) | "
+            f"{row['cuda_allocated_after_load'] / 2**20:.0f} | {row['cuda_peak_generation'] / 2**20:.0f} | "
+            f"{row['load_s']:.2f} | {row['checkpoint_bytes'] / 2**20:.1f} | {row['tensor_bytes'] / 2**20:.1f} |"
+        )
+    lines += [
+        "",
+        "- *prefill*: one forward pass over the prompt as `generate` runs it (`logits_to_keep=1`: only the last "
+        "position reaches the head); *full logits*: the same pass returning logits for every position (scoring, "
+        "training), where the code-space head saves `V x (d - k)` multiply-adds per token.",
+        "- *decode tok/s*: greedy `generate`, 128 new tokens after a 32-token prompt, batch 1 (on a GPU this is "
+        "mostly bound by kernel launches, not by arithmetic).",
+        "- *GPU memory*: `torch.cuda.memory_allocated` after loading (weights) and `max_memory_allocated` during "
+        "generation (weights + KV cache + activations), in a fresh process per model; *load*: `from_pretrained` "
+        "and the copy to the device, CUDA context created before the clock starts.",
+        "- *tensors*: every stored tensor once (non-embedding weights + codes + decoder); *checkpoint*: bytes on "
+        "disk (safetensors header included); both fp32 on disk whatever the dtype the models run in.",
+        "",
+        "Fastest of the repetitions (ms; decode: best tok/s), to separate the models from run-to-run noise:",
+        "",
+        "| model | prefill 1x512 | prefill 8x128 | full logits 1x512 | full logits 8x128 | decode tok/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        samples = row["samples"]
+        best = [f"{1000 * min(samples[key]):.2f}" for key in FORWARD_KEYS]
+        lines.append(f"| {name} | {' | '.join(best)} | {max(samples['decode_tokens_per_s']):.1f} |")
+    fastest = [1000 * min(row["samples"][key]) for row in rows.values() for key in FORWARD_KEYS]
+    if max(fastest) <= 1.15 * min(fastest):
+        lines += [
+            "",
+            f"Every forward pass of every model, whatever its shape, takes about the same time at best "
+            f"({min(fastest):.1f} to {max(fastest):.1f} ms): at this model size the GPU run is bound by the fixed "
+            "cost of launching eager PyTorch's kernels (30 layers), not by arithmetic or memory traffic, so the "
+            "cheaper head cannot show, and the medians above differ by run-to-run noise rather than by model.",
+        ]
+    lines += [
+        "",
+        "Checks (from the rows above; bytes saved = tensor bytes of the original minus those of the compressed "
+        f"model, converted from fp32 on disk to {meta['dtype']} on the device):",
+        "",
+    ]
+    base = rows["original"]
+    scale = DTYPES[meta["dtype"]].itemsize / 4
+    for name, row in rows.items():
+        if name == "original":
+            continue
+        saved = (base["tensor_bytes"] - row["tensor_bytes"]) * scale
+        limit = base["cuda_peak_generation"] - 0.8 * saved
+        lines.append(
+            f"- {name}: checkpoint / tensor bytes = {row['checkpoint_bytes'] / row['tensor_bytes']:.4f}; "
+            f"peak GPU memory in generation {row['cuda_peak_generation'] / 2**20:.0f} MiB vs limit (original - 80% "
+            f"of {saved / 2**20:.0f} MiB saved) {limit / 2**20:.0f} MiB: "
+            f"{'OK' if row['cuda_peak_generation'] <= limit else 'ABOVE'}"
         )
     lines.append("")
     return "\n".join(lines)
