@@ -6,6 +6,7 @@ subclass whose output is the looked-up row times a constant, like Gemma's scaled
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -130,6 +131,15 @@ def _decoded_rows(layer: CompressedEmbedding):
         return layer._zero_padding(layer.decode(codes[start:stop]), torch.arange(start, stop)).float()
 
     return rows
+
+
+def embedding_rows(model: PreTrainedModel) -> "torch.Tensor | Callable[[int, int], torch.Tensor]":
+    """A model's input-embedding rows, as [`embedding_fidelity`] takes them: the `V x d` weight of a plain embedding,
+    or a `(start, stop) -> rows` function decoding a `CompressedEmbedding` on demand (never the whole matrix)."""
+    embedding = model.get_input_embeddings()
+    if isinstance(embedding, CompressedEmbedding):
+        return _decoded_rows(embedding)
+    return embedding.weight.detach()
 
 
 def _check_finite(matrix: torch.Tensor, chunk_rows: int = 16384) -> None:

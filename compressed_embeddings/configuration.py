@@ -101,7 +101,10 @@ class CompressedEmbeddingConfig:
             Weight of the "powered L1" term `mean((|x_hat - x| + 1e-10) ** p)`.
         rmse_weight (`float`, *optional*, defaults to 0.0):
             Weight of the RMSE term (0 in the published configuration).
-        l1_power_start (`float`, *optional*, defaults to 1.0), l1_power_end (`float`, *optional*, defaults to 0.1),
+        l1_power_start (`float`, *optional*, defaults to 1.0):
+            Initial power p of the L1 term.
+        l1_power_end (`float`, *optional*, defaults to 0.1):
+            Final power p of the L1 term.
         l1_power_decay_epochs (`int`, *optional*, defaults to 20):
             The power p decays linearly from start to end over that many epochs, then stays at the end value.
         epochs (`int`, *optional*, defaults to 30):
@@ -112,16 +115,20 @@ class CompressedEmbeddingConfig:
             Rows per optimiser step.
         learning_rate (`float`, *optional*, defaults to 1e-3):
             Adam learning rate.
-        lr_step_epochs (`int`, *optional*, defaults to 4), lr_gamma (`float`, *optional*, defaults to 0.5):
-            StepLR schedule: multiply the learning rate by `lr_gamma` every `lr_step_epochs` epochs.
+        lr_step_epochs (`int`, *optional*, defaults to 4):
+            StepLR period: the learning rate is multiplied by `lr_gamma` every `lr_step_epochs` epochs.
+        lr_gamma (`float`, *optional*, defaults to 0.5):
+            StepLR factor.
         init (`str`, *optional*, defaults to `"random"`):
             Autoencoder initialisation: `"random"` (the paper) or `"svd"` (start from the SVD solution).
         seed (`int`, *optional*, defaults to 1):
             Seed of every random choice; the same seed gives bitwise-equal codes on CPU.
         svd_solver (`str`, *optional*, defaults to `"auto"`):
             `"exact"`, `"randomized"` (for large vocabularies) or `"auto"` (randomized above 50M entries).
-        svd_oversamples (`int`, *optional*, defaults to 10), svd_power_iterations (`int`, *optional*, defaults to 4):
-            Parameters of the randomized SVD.
+        svd_oversamples (`int`, *optional*, defaults to 10):
+            Oversampling of the randomized SVD.
+        svd_power_iterations (`int`, *optional*, defaults to 4):
+            Power iterations of the randomized SVD.
         freeze_codes (`bool`, *optional*, defaults to `True`):
             Whether the codes are frozen when the compressed model is trained (the decoder trains), as in the paper.
         compress_output_head (`bool`, *optional*, defaults to `True`):
@@ -130,8 +137,18 @@ class CompressedEmbeddingConfig:
         codes_dtype (`str`, *optional*):
             Storage of the codes: `"float16"`, `"bfloat16"`, or `"int8"` with one scale per row (dequantised on the
             fly; frozen). Default: the model's dtype. Counted in `CompressionReport.stored_bytes`.
-        num_embeddings, embedding_dim, padding_idx, embed_scale, tied_output_head, zero_padding_row:
-            Facts about the replaced embedding, filled by `compress_model`; not meant to be set by hand.
+        num_embeddings (`int`, *optional*):
+            Rows V of the replaced embedding. Filled by `compress_model`; not meant to be set by hand.
+        embedding_dim (`int`, *optional*):
+            Width d of the replaced embedding. Filled by `compress_model`; not meant to be set by hand.
+        padding_idx (`int`, *optional*):
+            Its padding index. Filled by `compress_model`; not meant to be set by hand.
+        embed_scale (`float`, *optional*):
+            Scale of looked-up rows (Gemma: sqrt(d)). Filled by `compress_model`; not meant to be set by hand.
+        tied_output_head (`bool`, *optional*):
+            Whether the output head is tied to it. Filled by `compress_model`; not meant to be set by hand.
+        zero_padding_row (`bool`, *optional*):
+            Whether its padding row was zero. Filled by `compress_model`; not meant to be set by hand.
         base_model (`str`, *optional*):
             Hub id of the model that was compressed (the model card's `base_model`). `compress_model` fills it from
             `config._name_or_path` when that is a Hub id rather than a local folder; set it to name a local copy's

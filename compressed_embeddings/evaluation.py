@@ -179,13 +179,14 @@ def perplexity(
     Example:
 
     ```python
-    >>> from transformers import AutoModelForCausalLM, AutoTokenizer
-    >>> from compressed_embeddings.evaluation import load_texts, perplexity
+    >>> from transformers import AutoModelForCausalLM, AutoTokenizer  # doctest: +SKIP
+    >>> from compressed_embeddings.evaluation import load_texts, perplexity  # doctest: +SKIP
 
-    >>> model = AutoModelForCausalLM.from_pretrained("gpt2")
-    >>> tokenizer = AutoTokenizer.from_pretrained("gpt2")
-    >>> result = perplexity(model, tokenizer, load_texts("wiki.test.txt"), max_length=1024, stride=512)
-    >>> print(f"ppl={result.perplexity:.2f} over {result.num_tokens} tokens")
+    >>> model = AutoModelForCausalLM.from_pretrained("gpt2")  # doctest: +SKIP
+    >>> tokenizer = AutoTokenizer.from_pretrained("gpt2")  # doctest: +SKIP
+    >>> texts = load_texts("wiki.test.txt")  # doctest: +SKIP
+    >>> result = perplexity(model, tokenizer, texts, max_length=1024, stride=512)  # doctest: +SKIP
+    >>> print(f"ppl={result.perplexity:.2f} over {result.num_tokens} tokens")  # doctest: +SKIP
     ```
     """
     _check_positive_int("max_length", max_length)
@@ -390,9 +391,9 @@ def load_texts(
     Example:
 
     ```python
-    >>> from compressed_embeddings.evaluation import load_texts
-    >>> texts = load_texts("data/wiki.test.jsonl", max_documents=100)
-    >>> texts = load_texts("wikitext:wikitext-2-raw-v1", split="test")  # needs access to the Hub
+    >>> from compressed_embeddings.evaluation import load_texts  # doctest: +SKIP
+    >>> texts = load_texts("data/wiki.test.jsonl", max_documents=100)  # doctest: +SKIP
+    >>> texts = load_texts("wikitext:wikitext-2-raw-v1", split="test")  # needs access to the Hub  # doctest: +SKIP
     ```
     """
     if not isinstance(source, str) or not source:
@@ -617,9 +618,9 @@ def token_frequencies(
     Example:
 
     ```python
-    >>> from compressed_embeddings.evaluation import embedding_fidelity, token_frequencies
-    >>> counts = token_frequencies(tokenizer, texts, vocab_size=model.config.vocab_size)
-    >>> embedding_fidelity(E, E_hat, token_counts=counts).frequency_weighted_cosine
+    >>> from compressed_embeddings.evaluation import embedding_fidelity, token_frequencies  # doctest: +SKIP
+    >>> counts = token_frequencies(tokenizer, texts, vocab_size=model.config.vocab_size)  # doctest: +SKIP
+    >>> embedding_fidelity(E, E_hat, token_counts=counts).frequency_weighted_cosine  # doctest: +SKIP
     ```
     """
     _check_positive_int("vocab_size", vocab_size)
@@ -709,10 +710,11 @@ def sentence_embedding_similarity(
     Example:
 
     ```python
-    >>> from transformers import AutoModel, AutoTokenizer
-    >>> tokenizer = AutoTokenizer.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")
-    >>> original = AutoModel.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")
-    >>> sentence_embedding_similarity(original, compressed, tokenizer, ["A man is eating food."])["mean_cosine"]
+    >>> from transformers import AutoModel, AutoTokenizer  # doctest: +SKIP
+    >>> tokenizer = AutoTokenizer.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
+    >>> original = AutoModel.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
+    >>> sentences = ["A man is eating food."]  # doctest: +SKIP
+    >>> sentence_embedding_similarity(original, compressed, tokenizer, sentences)["mean_cosine"]  # doctest: +SKIP
     ```
     """
     _check_positive_int("batch_size", batch_size)

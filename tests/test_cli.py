@@ -79,3 +79,41 @@ def test_compress_command_refuses_existing_output_and_bad_input(tmp_path):
     result = run_cli("compress", str(source), "--code-dim", "32", "--output", str(tmp_path / "o"))
     assert result.returncode == 2 and "code_dim" in result.stderr and "hidden size" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_command_measures_perplexity_and_fidelity(tmp_path):
+    source = tmp_path / "source"
+    tiny_model("llama", "LlamaForCausalLM").save_pretrained(source)
+    tiny_tokenizer().save_pretrained(source)
+    compressed = tmp_path / "compressed"
+    assert (
+        run_cli("compress", str(source), "--method", "svd", "--code-dim", "4", "--output", str(compressed)).returncode
+        == 0
+    )
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"w{4 + (i * 7) % 90}" for i in range(300)))
+    report = tmp_path / "report.json"
+    result = run_cli(
+        "evaluate", str(compressed), "--reference", str(source), "--text", str(text), "--max-length", "64",
+        "--stride", "32", "--json", str(report),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(report.read_text())
+    entry = measured["perplexity"][str(text)]
+    assert entry["model"]["num_tokens"] == entry["reference"]["num_tokens"] == 299  # 300 tokens, all but the first
+    assert entry["ratio"] == entry["model"]["perplexity"] / entry["reference"]["perplexity"]
+    assert entry["ratio"] != 1.0  # rank 4 of 16 changes the model
+    fidelity = measured["fidelity"]
+    assert 0 < fidelity["mean_cosine"] < 1 and fidelity["frequency_weighted_cosine"] is not None
+
+    # The reference evaluated against itself: ratio 1 and perfect fidelity.
+    result = run_cli("evaluate", str(source), "--reference", str(source), "--text", str(text), "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(report.read_text())
+    assert measured["perplexity"][str(text)]["ratio"] == 1.0
+    assert abs(measured["fidelity"]["mean_cosine"] - 1.0) < 1e-6
+
+    result = run_cli("evaluate", str(source))
+    assert result.returncode == 2 and "Nothing to evaluate" in result.stderr
+    result = run_cli("evaluate", str(source), "--text", str(tmp_path / "missing.txt"))
+    assert result.returncode == 2 and "--text" in result.stderr

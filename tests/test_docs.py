@@ -209,12 +209,7 @@ class FencedDocTestParser(doctest.DocTestParser):
 #: Docstring examples that only illustrate a call on data the test does not have (a Hub model or dataset, a local
 #: file, variables defined nowhere); they are not run. Better: mark such lines `# doctest: +SKIP` in the docstring
 #: (as `compress.decompress_model` does) and remove them from here; an entry whose example is gone fails the test.
-DOCTESTS_NOT_RUN = {
-    "compressed_embeddings.evaluation.load_texts": "reads data/wiki.test.jsonl and a Hub dataset",
-    "compressed_embeddings.evaluation.perplexity": "loads gpt2 from the Hub and reads wiki.test.txt",
-    "compressed_embeddings.evaluation.sentence_embedding_similarity": "loads all-MiniLM-L6-v2 from the Hub",
-    "compressed_embeddings.evaluation.token_frequencies": "uses tokenizer, texts, model, E, E_hat defined nowhere",
-}
+DOCTESTS_NOT_RUN: dict[str, str] = {}
 
 MODULES = sorted(
     name
