@@ -1,0 +1,348 @@
+"""Quality at equal bytes: every method at several compression ratios on real models and real text.
+
+    python benchmarks/quality.py [--ratios 2.5 5 10 20] [--max-tokens 8192] [--output docs/results]
+    python benchmarks/quality.py --ratios 10 --max-tokens 512 --ae-epochs 1 --skip-minilm \
+        --output /tmp/quality-smoke               # a smoke run: minutes, meaningless numbers
+
+SmolLM2-135M-Instruct (tied LM head, fp32): for each ratio, SVD and the paper's autoencoder (full published
+recipe unless `--ae-epochs`) with the tied head compressed (the library's compressed model, code-space head) and
+input-only (the decoded rows as input embedding, the original matrix kept as output head), and SVD with its codes
+stored as int8 (per-row scales) at the same bytes. "CR" is bytes of the fp32 embedding / every byte stored for it
+(codes, scales, decoder), measured on the layer's tensors. Perplexity on the recorded *test* splits of Brown and of
+the Wikipedia articles (`compressed_embeddings.assets.text_splits`), sliding windows; fidelity of the decoded
+matrix (mean/min row cosine, relative Frobenius error, norm ratio, and the cosine weighted by token counts on the
+calibration splits). Scalar rounding of the matrix (int8 per row, int4 / int3 in groups of 32 with one fp16 scale
+per group, and int3 with the rows of the 4,096 tokens most frequent on the calibration text kept in int8, to show
+what frequency-aware allocation buys) is measured beside them as the reference the issue compares against; it is
+applied to the matrix directly (its bytes are counted analytically), it is not a stored format of this library.
+
+all-MiniLM-L6-v2 (an encoder): cosine between the original's and the compressed model's mean-pooled sentence
+embeddings on the Rotten Tomatoes validation sentences, per method and ratio.
+
+Writes `quality.md`, `quality.json` and `quality.png` (perplexity ratio vs bytes, log scale) into `--output`.
+"""
+
+import argparse
+import copy
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+from compressed_embeddings import CompressedEmbeddingConfig, compress_model
+from compressed_embeddings.assets import minilm_path, rotten_tomatoes_splits, smollm2_path, text_splits
+from compressed_embeddings.compress import embedding_rows
+from compressed_embeddings.evaluation import (
+    embedding_fidelity,
+    perplexity,
+    sentence_embedding_similarity,
+    token_frequencies,
+)
+
+CORPORA = ("brown", "wikipedia")
+
+
+def int8_code_dim(vocab: int, hidden: int, ratio: float, decoder_bias: bool = False) -> int:
+    """The largest code width k whose int8 codes (+ one fp32 scale per row) and fp32 linear decoder (SVD's has no
+    bias) fit in 1/ratio of the fp32 matrix's bytes: `V k + 4 V + 4 (k d + [d]) <= 4 V d / ratio`."""
+    budget = 4 * vocab * hidden / ratio - 4 * vocab - (4 * hidden if decoder_bias else 0)
+    return max(1, math.floor(budget / (vocab + 4 * hidden)))
+
+
+def round_groups(matrix: torch.Tensor, bits: int, group: int) -> torch.Tensor:
+    """Symmetric round-to-nearest with one absmax scale per `group` consecutive entries of a row."""
+    rows = matrix.reshape(-1, group)
+    levels = 2 ** (bits - 1) - 1
+    scale = (rows.abs().amax(dim=1, keepdim=True) / levels).clamp_min(1e-12).half().float()
+    return (torch.round(rows / scale).clamp(-levels, levels) * scale).reshape(matrix.shape)
+
+
+SCALAR_REFERENCES = {  # name: (bits, group size, hot rows); bytes = V d bits / 8 + one fp16 scale per group
+    "int8 (per row)": (8, None, 0),
+    "int4 (groups of 32)": (4, 32, 0),
+    "int3 (groups of 32)": (3, 32, 0),
+    "int3 (groups of 32) + 4096 frequent rows int8": (3, 32, 4096),
+}
+
+
+def configs(ratio: float, vocab: int, hidden: int, ae_epochs: int | None) -> dict[str, CompressedEmbeddingConfig]:
+    ae = {"epochs": ae_epochs} if ae_epochs else {}
+    return {
+        "svd": CompressedEmbeddingConfig(method="svd", compression_ratio=ratio),
+        "autoencoder (paper)": CompressedEmbeddingConfig.preset("paper", compression_ratio=ratio, **ae),
+        "svd + int8 codes": CompressedEmbeddingConfig(
+            method="svd", code_dim=int8_code_dim(vocab, hidden, ratio), codes_dtype="int8"
+        ),
+    }
+
+
+class LanguageModelBench:
+    def __init__(self, max_tokens: int, max_length: int, stride: int) -> None:
+        self.path = smollm2_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.original = self.load()
+        self.matrix = self.original.get_input_embeddings().weight.detach().clone()
+        splits = {corpus: text_splits(corpus) for corpus in CORPORA}
+        self.test = {corpus: splits[corpus]["test"] for corpus in CORPORA}
+        calibration = [doc for corpus in CORPORA for doc in splits[corpus]["calibration"]]
+        self.counts = token_frequencies(self.tokenizer, calibration, self.matrix.shape[0], show_progress=False)
+        self.settings = {"max_tokens": max_tokens, "max_length": max_length, "stride": stride}
+        self.baseline = self.perplexities(self.original)
+
+    def load(self):
+        return AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32).eval()
+
+    def perplexities(self, model) -> dict[str, float]:
+        return {
+            corpus: perplexity(model, self.tokenizer, texts, show_progress=False, **self.settings).perplexity
+            for corpus, texts in self.test.items()
+        }
+
+    def row(self, name: str, head: str, target: float | None, stored_bytes: int, rows, model, seconds: float) -> dict:
+        fidelity = embedding_fidelity(self.matrix, rows, token_counts=self.counts).to_dict()
+        ppl = self.perplexities(model)
+        row = {
+            "model": "SmolLM2-135M-Instruct",
+            "method": name,
+            "head": head,
+            "target_ratio": target,
+            "stored_bytes": stored_bytes,
+            "ratio_vs_fp32": self.matrix.numel() * 4 / stored_bytes,
+            "ratio_vs_bf16": self.matrix.numel() * 2 / stored_bytes,
+            "compress_seconds": seconds,
+            **fidelity,
+            **{f"perplexity_{c}": ppl[c] for c in CORPORA},
+            **{f"perplexity_ratio_{c}": ppl[c] / self.baseline[c] for c in CORPORA},
+        }
+        print(
+            f"  {name:22s} {head:10s} CR {row['ratio_vs_fp32']:6.2f}  cos {fidelity['mean_cosine']:.4f}  "
+            + "  ".join(f"{c} {row[f'perplexity_ratio_{c}']:.3f}x" for c in CORPORA),
+            flush=True,
+        )
+        return row
+
+    def compressed(self, name: str, config: CompressedEmbeddingConfig, target: float) -> list[dict]:
+        model = self.load()
+        start = time.perf_counter()
+        model = compress_model(model, config, show_progress=False).eval()
+        seconds = time.perf_counter() - start
+        stored = model.compression_report.stored_bytes
+        rows = embedding_rows(model)
+        tied = self.row(name, "tied", target, stored, rows, model, seconds)
+        if config.codes_dtype:  # input-only only for the plain codes: the same subspace, one variant is enough
+            return [tied]
+        # Input only: the decoded rows as input embedding, the original matrix kept as (untied) output head.
+        plain = self.load()
+        with torch.no_grad():
+            decoded = torch.cat(
+                [rows(s, min(s + 8192, self.matrix.shape[0])) for s in range(0, len(self.matrix), 8192)]
+            )
+        plain.get_input_embeddings().weight = torch.nn.Parameter(decoded)
+        plain.get_output_embeddings().weight = torch.nn.Parameter(self.matrix.clone())
+        plain.config.tie_word_embeddings = False
+        return [tied, self.row(name, "input-only", target, stored, decoded, plain, seconds)]
+
+    def scalar(self, name: str, bits: int, group: int | None, hot_rows: int = 0) -> dict:
+        """Round the matrix; with `hot_rows`, the rows of the most frequent tokens (calibration counts) are
+        rounded to int8 per row instead, and their ids stored as int32."""
+        vocab, hidden = self.matrix.shape
+        start = time.perf_counter()
+        rounded = round_groups(self.matrix, bits, group or hidden)
+        hot = torch.argsort(self.counts, descending=True, stable=True)[:hot_rows]
+        rounded[hot] = round_groups(self.matrix[hot], 8, hidden)
+        seconds = time.perf_counter() - start
+        cold = vocab - hot_rows
+        stored = cold * hidden * bits // 8 + 2 * cold * hidden // (group or hidden) + hot_rows * (hidden + 2 + 4)
+        model = self.load()
+        with torch.no_grad():
+            model.get_input_embeddings().weight.copy_(rounded)  # tied: the head reads the same matrix
+        return self.row(name, "tied", None, stored, rounded, model, seconds)
+
+
+def minilm_rows(ratios: list[float], ae_epochs: int | None, max_sentences: int) -> list[dict]:
+    path = minilm_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    original = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
+    matrix = original.get_input_embeddings().weight.detach()
+    sentences = [text for text, _ in rotten_tomatoes_splits()["validation"]][:max_sentences]
+    rows = []
+    for ratio in ratios:
+        for name, config in configs(ratio, *matrix.shape, ae_epochs).items():
+            model = compress_model(copy.deepcopy(original), config, show_progress=False).eval()
+            similarity = sentence_embedding_similarity(original, model, tokenizer, sentences, show_progress=False)
+            report = model.compression_report
+            rows.append(
+                {
+                    "model": "all-MiniLM-L6-v2",
+                    "method": name,
+                    "target_ratio": ratio,
+                    "ratio_vs_fp32": report.bytes_ratio_vs_fp32,
+                    "mean_cosine": report.mean_cosine,
+                    "sentence_cosine_mean": similarity["mean_cosine"],
+                    "sentence_cosine_min": similarity["min_cosine"],
+                    "num_sentences": len(sentences),
+                }
+            )
+            cosine = similarity["mean_cosine"]
+            print(f"  MiniLM {name:22s} CR {report.bytes_ratio_vs_fp32:6.2f}  sentence cos {cosine:.4f}", flush=True)
+    return rows
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def render(results: dict) -> str:
+    meta = results["meta"]
+    lm = results["language_model"]
+    lines = [
+        "# Quality: every method at equal bytes (SmolLM2-135M, all-MiniLM-L6-v2)",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}  ",
+        f"Perplexity: test splits of Brown and of the Wikipedia articles, first {meta['max_tokens']} tokens of each, "
+        f"windows of {meta['max_length']} tokens every {meta['stride']}. Original perplexity: "
+        + ", ".join(f"{c} {lm['baseline'][c]:.3f}" for c in CORPORA)
+        + ". Autoencoder: "
+        + (f"{meta['ae_epochs']} epoch(s) (reduced)" if meta["ae_epochs"] else "the full published recipe (30 epochs)")
+        + ".",
+        "",
+        "CR = bytes of the fp32 embedding / every byte stored for its replacement (codes, scales, decoder). "
+        "*tied*: the model's tied output head reads the compressed representation too (the library's compressed "
+        "model); *input-only*: only the input embedding is replaced, the original matrix stays as output head (so "
+        "the checkpoint stores the full matrix once more: it saves nothing on disk, it isolates the input side). "
+        "Scalar rows round the matrix itself (the comparison point; not a stored format of this library).",
+        "",
+        "| method | head | CR vs fp32 | CR vs bf16 | mean cos | min cos | freq-weighted cos | rel. Frobenius | "
+        "ppl Brown (x orig) | ppl Wikipedia (x orig) | compress (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(lm["rows"], key=lambda r: (-r["ratio_vs_fp32"], r["method"], r["head"])):
+        lines.append(
+            f"| {row['method']} | {row['head']} | {row['ratio_vs_fp32']:.2f} | {row['ratio_vs_bf16']:.2f} | "
+            f"{row['mean_cosine']:.4f} | {row['min_cosine']:.4f} | {_fmt(row['frequency_weighted_cosine'], 4)} | "
+            f"{row['relative_frobenius_error']:.4f} | "
+            + " | ".join(f"{row[f'perplexity_{c}']:.4g} ({row[f'perplexity_ratio_{c}']:.3g}x)" for c in CORPORA)
+            + f" | {row['compress_seconds']:.1f} |"
+        )
+    lines += ["", "Findings (computed from the rows above):", ""]
+    for ratio in meta["ratios"]:
+        pair = {r["method"]: r for r in lm["rows"] if r["target_ratio"] == ratio and r["head"] == "tied"}
+        if "svd" in pair and "autoencoder (paper)" in pair:
+            ae, svd = pair["autoencoder (paper)"], pair["svd"]
+            verdict = "≥" if ae["mean_cosine"] >= svd["mean_cosine"] else "<"
+            lines.append(
+                f"- CR {ratio:g}: paper autoencoder mean cosine {ae['mean_cosine']:.4f} {verdict} SVD "
+                f"{svd['mean_cosine']:.4f}; Brown perplexity {ae['perplexity_ratio_brown']:.3g}x vs "
+                f"{svd['perplexity_ratio_brown']:.3g}x the original (tied head)."
+            )
+    best = [r for r in lm["rows"] if r["ratio_vs_fp32"] >= 10]
+    if best:
+        top = min(best, key=lambda r: max(r[f"perplexity_ratio_{c}"] for c in CORPORA))
+        worst = max(top[f"perplexity_ratio_{c}"] for c in CORPORA)
+        lines.append(
+            f"- Best at CR ≥ 10: {top['method']} ({top['head']}, CR {top['ratio_vs_fp32']:.2f}) at {worst:.3g}x the "
+            f"original perplexity on the worse of the two texts; the target is ≤ 1.10x: "
+            + ("met." if worst <= 1.10 else "**not met**.")
+        )
+    if results.get("minilm"):
+        lines += [
+            "",
+            "## all-MiniLM-L6-v2: sentence embeddings",
+            "",
+            f"Cosine between the original's and the compressed model's mean-pooled sentence embeddings, "
+            f"{results['minilm'][0]['num_sentences']} Rotten Tomatoes validation sentences.",
+            "",
+            "| method | CR vs fp32 | row mean cos | sentence cos (mean) | sentence cos (min) |",
+            "|---|---|---|---|---|",
+        ]
+        for row in sorted(results["minilm"], key=lambda r: (-r["ratio_vs_fp32"], r["method"])):
+            lines.append(
+                f"| {row['method']} | {row['ratio_vs_fp32']:.2f} | {row['mean_cosine']:.4f} | "
+                f"{row['sentence_cosine_mean']:.4f} | {row['sentence_cosine_min']:.4f} |"
+            )
+    lines += ["", "![Perplexity vs bytes](quality.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    lm = results["language_model"]
+    fig, axes = plt.subplots(1, len(CORPORA), figsize=(11, 4.2), sharey=True)
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in lm["rows"]:
+        groups.setdefault((row["method"], row["head"]), []).append(row)
+    for ax, corpus in zip(axes, CORPORA):
+        for (method, head), rows in sorted(groups.items()):
+            rows = sorted(rows, key=lambda r: r["stored_bytes"])
+            marker = "s" if rows[0]["target_ratio"] is None else "o"
+            ax.plot(
+                [r["stored_bytes"] / 2**20 for r in rows],
+                [r[f"perplexity_ratio_{corpus}"] for r in rows],
+                marker=marker,
+                linestyle="-" if head == "tied" else "--",
+                label=f"{method} ({head})",
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.axhline(1.10, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(f"{corpus} test")
+        ax.set_xlabel("MiB stored for the embedding (log)")
+    axes[0].set_ylabel("perplexity / original (log)")
+    axes[-1].legend(fontsize=7)
+    fig.suptitle("SmolLM2-135M: perplexity vs bytes (dotted: 1.10x)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ratios", type=float, nargs="+", default=[2.5, 5, 10, 20])
+    parser.add_argument("--max-tokens", type=int, default=8192, help="Tokens of each test text scored.")
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--stride", type=int, default=256)
+    parser.add_argument("--ae-epochs", type=int, default=None, help="Fewer autoencoder epochs (smoke runs).")
+    parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--max-sentences", type=int, default=852)
+    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "results")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    command = "python benchmarks/quality.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    meta = {
+        "command": command.strip(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "ratios": args.ratios,
+        "ae_epochs": args.ae_epochs,
+        **{k: getattr(args, k) for k in ("max_tokens", "max_length", "stride")},
+    }
+    print("SmolLM2-135M-Instruct", flush=True)
+    bench = LanguageModelBench(args.max_tokens, args.max_length, args.stride)
+    rows = [bench.scalar(name, *spec) for name, spec in SCALAR_REFERENCES.items()]
+    for ratio in args.ratios:
+        print(f"CR {ratio:g}", flush=True)
+        for name, config in configs(ratio, *bench.matrix.shape, args.ae_epochs).items():
+            rows += bench.compressed(name, config, ratio)
+    results = {"meta": meta, "language_model": {"baseline": bench.baseline, "rows": rows}}
+    if not args.skip_minilm:
+        print("all-MiniLM-L6-v2", flush=True)
+        results["minilm"] = minilm_rows(args.ratios, args.ae_epochs, args.max_sentences)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.output / "quality.png")
+    (args.output / "quality.md").write_text(render(results))
+    print(f"Wrote {args.output / 'quality.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
