@@ -24,6 +24,7 @@ Writes `quality.md`, `quality.json` and `quality.png` (perplexity ratio vs bytes
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import platform
@@ -72,13 +73,14 @@ SCALAR_REFERENCES = {  # name: (bits, group size, hot rows); bytes = V d bits / 
 
 def configs(ratio: float, vocab: int, hidden: int, ae_epochs: int | None) -> dict[str, CompressedEmbeddingConfig]:
     ae = {"epochs": ae_epochs} if ae_epochs else {}
-    return {
+    methods = {
         "svd": CompressedEmbeddingConfig(method="svd", compression_ratio=ratio),
         "autoencoder (paper)": CompressedEmbeddingConfig.preset("paper", compression_ratio=ratio, **ae),
-        "svd + int8 codes": CompressedEmbeddingConfig(
-            method="svd", code_dim=int8_code_dim(vocab, hidden, ratio), codes_dtype="int8"
-        ),
     }
+    k = int8_code_dim(vocab, hidden, ratio)
+    if k < hidden:  # at low ratios int8 codes would need k >= d: nothing to compress
+        methods["svd + int8 codes"] = CompressedEmbeddingConfig(method="svd", code_dim=k, codes_dtype="int8")
+    return methods
 
 
 class LanguageModelBench:
@@ -319,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument("--max-sentences", type=int, default=852)
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "results")
+    parser.add_argument("--work", type=Path, default=Path("outputs") / "quality", help="Resume cache of rows.")
     parser.add_argument("--render-only", action="store_true", help="Re-write quality.md and .png from quality.json.")
     args = parser.parse_args(argv)
     if args.render_only:
@@ -337,11 +340,26 @@ def main(argv: list[str] | None = None) -> int:
     }
     print("SmolLM2-135M-Instruct", flush=True)
     bench = LanguageModelBench(args.max_tokens, args.max_length, args.stride)
-    rows = [bench.scalar(name, *spec) for name, spec in SCALAR_REFERENCES.items()]
+    settings = {k: meta[k] for k in ("max_tokens", "max_length", "stride", "ae_epochs")}
+
+    def cached(key: str, compute) -> list[dict]:
+        """Rows already measured with these settings are read back from `--work` (an interrupted run resumes)."""
+        tag = hashlib.sha1(json.dumps({"key": key, **settings}, sort_keys=True).encode()).hexdigest()[:12]
+        path = args.work / f"{tag}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        rows = compute()
+        args.work.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows))
+        return rows
+
+    rows = []
+    for name, spec in SCALAR_REFERENCES.items():
+        rows += cached(name, lambda name=name, spec=spec: [bench.scalar(name, *spec)])
     for ratio in args.ratios:
         print(f"CR {ratio:g}", flush=True)
         for name, config in configs(ratio, *bench.matrix.shape, args.ae_epochs).items():
-            rows += bench.compressed(name, config, ratio)
+            rows += cached(f"{name}@{ratio}", lambda n=name, c=config, r=ratio: bench.compressed(n, c, r))
     results = {"meta": meta, "language_model": {"baseline": bench.baseline, "rows": rows}}
     if not args.skip_minilm:
         print("all-MiniLM-L6-v2", flush=True)
