@@ -303,6 +303,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     models = {"model": _load_model(args.model, args.revision, args.allow_pickle, auto_class)}
     if args.reference:
         models["reference"] = _load_model(args.reference, None, args.allow_pickle, auto_class)
+        if callable(embedding_rows(models["reference"])):
+            raise CommandError(f"--reference {args.reference} is itself compressed: pass the original model.")
     tokenizer = AutoTokenizer.from_pretrained(args.reference or args.model) if texts else None
     results: dict = {"model": args.model, "reference": args.reference, "perplexity": {}}
     for source, documents in texts.items():
@@ -327,8 +329,6 @@ def evaluate_command(args: argparse.Namespace) -> int:
         print(line)
     if args.reference:
         original = embedding_rows(models["reference"])
-        if callable(original):
-            raise CommandError(f"--reference {args.reference} is itself compressed: pass the original model.")
         counts = None
         if texts:
             documents = [doc for docs in texts.values() for doc in docs]

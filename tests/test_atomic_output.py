@@ -43,7 +43,15 @@ def test_signal_during_a_real_run_leaves_nothing(source, tmp_path, sig, status, 
     command = [sys.executable, "-m", "compressed_embeddings", "compress", str(source), "--output", str(output)]
     command += ["--method", "autoencoder", "--epochs", "1000000"]  # hours: it is training when the signal comes
     with open(stderr_path, "w") as stderr, open(tmp_path / "stdout.txt", "w") as stdout:
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        process = subprocess.Popen(
+            command,
+            stdout=stdout,
+            stderr=stderr,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            # A shell's background job (`cmd &`) starts with SIGINT ignored, and the child would inherit that:
+            # give it the default disposition so that Python installs its Ctrl-C handler, as in a terminal.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         try:
             deadline = time.monotonic() + 120
             while "autoencoder" not in stderr_path.read_text():  # the progress bar: training has started
@@ -150,6 +158,9 @@ def test_overwrite_puts_the_old_folder_back_if_the_final_move_fails(source, exis
 
 def test_ctrl_c_while_moving_into_place_is_deferred(source, tmp_path, monkeypatch, capsys):
     """Moving the finished folder into place is not cut in half: a Ctrl-C then is noted, and the output is complete."""
+    # As in a terminal, also when the test run itself was started as a background job (SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request_restore = lambda: signal.signal(signal.SIGINT, previous)  # noqa: E731
     real_replace = os.replace
 
     def replace(src, dst):
@@ -162,7 +173,9 @@ def test_ctrl_c_while_moving_into_place_is_deferred(source, tmp_path, monkeypatc
     assert "is complete" in capsys.readouterr().out
     assert (output / "model.safetensors").exists() and (output / "compression_report.json").exists()
     assert leftovers(tmp_path) == []
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the Ctrl-C handler is restored"
+    restored = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    request_restore()
+    assert restored, "the Ctrl-C handler is restored"
 
 
 def test_output_appearing_during_the_run_is_not_overwritten(source, tmp_path, monkeypatch, capsys):

@@ -115,5 +115,7 @@ def test_evaluate_command_measures_perplexity_and_fidelity(tmp_path):
 
     result = run_cli("evaluate", str(source))
     assert result.returncode == 2 and "Nothing to evaluate" in result.stderr
+    result = run_cli("evaluate", str(source), "--reference", str(compressed))
+    assert result.returncode == 2 and "itself compressed" in result.stderr
     result = run_cli("evaluate", str(source), "--text", str(tmp_path / "missing.txt"))
     assert result.returncode == 2 and "--text" in result.stderr
