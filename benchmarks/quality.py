@@ -140,10 +140,7 @@ class LanguageModelBench:
             return [tied]
         # Input only: the decoded rows as input embedding, the original matrix kept as (untied) output head.
         plain = self.load()
-        with torch.no_grad():
-            decoded = torch.cat(
-                [rows(s, min(s + 8192, self.matrix.shape[0])) for s in range(0, len(self.matrix), 8192)]
-            )
+        decoded = model.get_input_embeddings().weight.detach()  # the layer decodes its full matrix on demand
         plain.get_input_embeddings().weight = torch.nn.Parameter(decoded)
         plain.get_output_embeddings().weight = torch.nn.Parameter(self.matrix.clone())
         plain.config.tie_word_embeddings = False
