@@ -10,6 +10,7 @@ Importing the package registers the compressed model types with `AutoConfig` / `
 """
 
 from .auto import DEFAULT_FAMILIES, register_default_families, register_family
+from .calibration import CalibrationStats, collect_calibration
 from .compress import (
     CompressionReport,
     UnsupportedModelError,
@@ -41,6 +42,7 @@ _install_hub()  # model card on save_pretrained, card-aware push_to_hub
 
 __all__ = [
     "DEFAULT_FAMILIES",
+    "CalibrationStats",
     "CheckpointMismatchError",
     "CompressedEmbedding",
     "CompressedEmbeddingConfig",
@@ -54,6 +56,7 @@ __all__ = [
     "UnsupportedModelError",
     "__version__",
     "compress_embedding",
+    "collect_calibration",
     "compress_model",
     "compressed_config_class",
     "compressed_model_class",

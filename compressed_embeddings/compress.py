@@ -7,7 +7,7 @@ subclass whose output is the looked-up row times a constant, like Gemma's scaled
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from transformers import PreTrainedModel
 from transformers.utils import logging
 
 from .auto import register_model_class
+from .calibration import CalibrationStats
 from .configuration import CONFIG_KEY, CompressedEmbeddingConfig, compressed_config_class
 from .evaluation import embedding_fidelity
 from .hub import hub_model_id
@@ -50,6 +51,7 @@ class CompressionReport:
     stored_bytes: int = 0
     bytes_ratio_vs_fp32: float = 0.0
     bytes_ratio_vs_bf16: float = 0.0
+    config: CompressedEmbeddingConfig | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,8 +73,12 @@ def compress_embedding(
     *,
     dtype: torch.dtype = torch.float32,
     show_progress: bool = True,
+    calibration: CalibrationStats | None = None,
 ) -> tuple[CompressedEmbedding, CompressionReport]:
     """Compress an embedding matrix (V x d) into a `CompressedEmbedding` and report what it cost and kept.
+
+    `calibration` ([`collect_calibration`]) feeds methods that use it (`transform_coding`). The report's `config` is
+    the resolved config the layer was built from (with the layout a method chose).
 
     Example:
 
@@ -92,10 +98,15 @@ def compress_embedding(
     if not config.is_resolved:
         config = config.resolved(num_embeddings=matrix.shape[0], embedding_dim=matrix.shape[1])
     start = time.perf_counter()
-    output = run_method(matrix, config, show_progress=show_progress)
+    output = run_method(matrix, config, show_progress=show_progress, calibration=calibration, dtype=dtype)
+    if output.config_updates:
+        config = replace(config, **output.config_updates)
     layer = CompressedEmbedding.from_config(config, dtype=dtype)
     with torch.no_grad():
-        layer.set_codes(output.codes)
+        if output.packed is not None:
+            layer.packed.set_codes(**output.packed)
+        else:
+            layer.set_codes(output.codes)
         layer.decoder.load_state_dict(output.decoder_state)
     wall_time = time.perf_counter() - start
     with torch.no_grad():
@@ -119,6 +130,7 @@ def compress_embedding(
         stored_bytes=stored_bytes,
         bytes_ratio_vs_fp32=matrix.numel() * 4 / stored_bytes,
         bytes_ratio_vs_bf16=matrix.numel() * 2 / stored_bytes,
+        config=config,
     )
     return layer, report
 
@@ -213,7 +225,11 @@ def _embedding_scale(embedding: nn.Embedding) -> float:
 
 
 def compress_model(
-    model: PreTrainedModel, config: CompressedEmbeddingConfig | None = None, *, show_progress: bool = True
+    model: PreTrainedModel,
+    config: CompressedEmbeddingConfig | None = None,
+    *,
+    show_progress: bool = True,
+    calibration: CalibrationStats | None = None,
 ) -> PreTrainedModel:
     """Replace `model`'s token embedding by codes + decoder, in place, and return the model.
 
@@ -221,7 +237,8 @@ def compress_model(
     config `CompressedLlamaConfig` with a `compressed_embedding` block), so `save_pretrained` writes a checkpoint
     that `AutoModel*` classes load back. A tied output head stays tied to the compressed representation
     (unless `config.compress_output_head=False`, which unties it and keeps the original output matrix); an
-    untied head is left alone. The report is stored as `model.compression_report`.
+    untied head is left alone. The report is stored as `model.compression_report`. `calibration`
+    ([`collect_calibration`] on this model, before compressing it) feeds methods that use it (`transform_coding`).
 
     Example:
 
@@ -267,7 +284,10 @@ def compress_model(
         zero_padding_row=bool(padding_idx is not None and not weight[padding_idx].any()),
         base_model=config.base_model or hub_model_id(model.config.name_or_path),
     )
-    layer, report = compress_embedding(weight, spec, dtype=weight.dtype, show_progress=show_progress)
+    layer, report = compress_embedding(
+        weight, spec, dtype=weight.dtype, show_progress=show_progress, calibration=calibration
+    )
+    spec = report.config
     model_class = compressed_model_class(type(model))
     register_model_class(type(model))
     model.config.__class__ = compressed_config_class(type(model.config))

@@ -24,6 +24,7 @@ import transformers
 from transformers import PreTrainedConfig
 from transformers.utils import logging
 
+from .packed_codes import MAX_BITS, check_layout
 from .version import FORMAT_VERSION, __version__
 
 logger = logging.get_logger(__name__)
@@ -33,10 +34,10 @@ MODEL_TYPE_PREFIX = "compressed_"
 CLASS_PREFIX = "Compressed"
 
 #: Methods that produce codes + decoder. The compression half registers one function per name.
-KNOWN_METHODS = ("autoencoder", "svd")
+KNOWN_METHODS = ("autoencoder", "svd", "transform_coding")
 ACTIVATIONS = ("elu", "gelu", "relu", "silu", "tanh")
 SVD_SOLVERS = ("auto", "exact", "randomized")
-CODES_DTYPES = ("float32", "float16", "bfloat16", "int8")
+CODES_DTYPES = ("float32", "float16", "bfloat16", "int8", "packed")
 INITS = ("random", "svd")
 
 # Fields that describe the built layer; `compress_model` fills them, loading needs them.
@@ -85,6 +86,10 @@ class CompressedEmbeddingConfig:
         method (`str`, *optional*, defaults to `"autoencoder"`):
             `"autoencoder"`: the paper's direction-aware AutoEncoder ("Direction is what you need",
             Bałazy et al., 2021). `"svd"`: truncated SVD, the baseline; codes are `U_k S_k`, the decoder `V_k^T`.
+            `"transform_coding"`: codes of a few bits per entry (`codes_dtype="packed"`) in a decorrelated basis,
+            with bits allocated where they reduce the error most, more bits for frequent tokens, and, given
+            calibration text, the error measured where the output head feels it; see the quality guide. Its
+            `compression_ratio` counts bytes: the embedding's bytes in the model's dtype / every byte stored.
         code_dim (`int`, *optional*):
             Width k of each token's code. Must be in `[1, d)`.
         compression_ratio (`float`, *optional*):
@@ -136,7 +141,18 @@ class CompressedEmbeddingConfig:
             representation; `False` unties it and keeps the original output matrix (the "input only" variant).
         codes_dtype (`str`, *optional*):
             Storage of the codes: `"float16"`, `"bfloat16"`, or `"int8"` with one scale per row (dequantised on the
-            fly; frozen). Default: the model's dtype. Counted in `CompressionReport.stored_bytes`.
+            fly; frozen). Default: the model's dtype. Counted in `CompressionReport.stored_bytes`. `"packed"` (set by
+            and only for `method="transform_coding"`): integers of 0-8 bits indexing per-column codebooks.
+        frequent_tokens (`int`, *optional*, defaults to 2048):
+            `transform_coding`: the number of most frequent tokens (counted on the calibration text) whose rows get
+            `frequent_bits` bits per entry; the others share what is left of the budget. 0, or no calibration: one
+            tier.
+        frequent_bits (`float`, *optional*, defaults to 6.0):
+            `transform_coding`: mean bits per entry of the frequent tokens' codes.
+        code_bits (`list[list[int]]`, *optional*):
+            Bits of each code column, per tier (packed codes). Filled by the method; not meant to be set by hand.
+        tier_sizes (`list[int]`, *optional*):
+            Rows in each tier (packed codes). Filled by the method; not meant to be set by hand.
         num_embeddings (`int`, *optional*):
             Rows V of the replaced embedding. Filled by `compress_model`; not meant to be set by hand.
         embedding_dim (`int`, *optional*):
@@ -190,6 +206,10 @@ class CompressedEmbeddingConfig:
     freeze_codes: bool = field(default=True, metadata={"help": "Freeze codes during fine-tuning."})
     compress_output_head: bool = field(default=True, metadata={"help": "Tie a tied head to the codes."})
     codes_dtype: str | None = field(default=None, metadata={"help": f"Codes storage: None or one of {CODES_DTYPES}."})
+    frequent_tokens: int = field(default=2048, metadata={"help": "transform_coding: rows given more bits."})
+    frequent_bits: float = field(default=6.0, metadata={"help": "transform_coding: their bits per entry."})
+    code_bits: list[list[int]] | None = field(default=None, metadata={"help": "Packed codes: bits per column."})
+    tier_sizes: list[int] | None = field(default=None, metadata={"help": "Packed codes: rows per tier."})
     # Filled by compress_model.
     num_embeddings: int | None = field(default=None, metadata={"help": "V of the replaced embedding."})
     embedding_dim: int | None = field(default=None, metadata={"help": "d of the replaced embedding."})
@@ -204,6 +224,8 @@ class CompressedEmbeddingConfig:
     def __post_init__(self) -> None:
         if self.code_dim is None and self.compression_ratio is None:
             self.compression_ratio = 10.0
+        if self.method == "transform_coding" and self.codes_dtype is None:
+            self.codes_dtype = "packed"
         if isinstance(self.decoder_hidden_dims, tuple):
             self.decoder_hidden_dims = list(self.decoder_hidden_dims)
         self.validate()
@@ -231,6 +253,7 @@ class CompressedEmbeddingConfig:
             self._fail("codes_dtype", f"None or one of {', '.join(map(repr, CODES_DTYPES))}")
         if self.codes_dtype == "int8" and not self.freeze_codes:
             self._fail("codes_dtype", "a float dtype when freeze_codes=False (int8 codes cannot be trained)")
+        self._validate_packed()
         positive_ints = ("epochs", "batch_size", "lr_step_epochs", "svd_power_iterations", "format_version")
         for name in positive_ints:
             value = getattr(self, name)
@@ -275,8 +298,33 @@ class CompressedEmbeddingConfig:
         if self.num_embeddings is not None and self.padding_idx is not None:
             if not -self.num_embeddings <= self.padding_idx < self.num_embeddings:
                 self._fail("padding_idx", f"an index in [0, {self.num_embeddings}) or None")
-        if self.code_dim is not None and self.embedding_dim is not None and self.code_dim >= self.embedding_dim:
+        packed = self.codes_dtype == "packed"
+        if (
+            self.code_dim is not None
+            and self.embedding_dim is not None
+            and self.code_dim >= self.embedding_dim + packed
+        ):
             self._fail("code_dim", f"an integer in [1, {self.embedding_dim}) (smaller than the hidden size)")
+
+    def _validate_packed(self) -> None:
+        transform = self.method == "transform_coding"
+        if transform != (self.codes_dtype == "packed"):
+            self._fail("codes_dtype", "'packed' with method='transform_coding' (and only with it)")
+        if not _is_int(self.frequent_tokens) or self.frequent_tokens < 0:
+            self._fail("frequent_tokens", "an integer >= 0")
+        if not _is_number(self.frequent_bits) or not 0 < self.frequent_bits <= MAX_BITS:
+            self._fail("frequent_bits", f"a number in (0, {MAX_BITS}]")
+        if not transform:
+            return
+        if self.decoder_hidden_dims:
+            self._fail("decoder_hidden_dims", "[] (transform_coding's decoder is linear)")
+        if (self.code_bits is None) != (self.tier_sizes is None):
+            self._fail("code_bits", "set together with tier_sizes (both are filled by the method)")
+        if self.code_bits is not None:
+            try:
+                check_layout(self.code_bits, self.tier_sizes, self.num_embeddings or sum(self.tier_sizes))
+            except (ValueError, TypeError) as error:
+                self._fail("code_bits", f"a valid packed layout ({error})")
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -296,6 +344,14 @@ class CompressedEmbeddingConfig:
 
     def code_dim_for(self, vocab_size: int, hidden_size: int) -> int:
         """The code width k for an embedding of `vocab_size x hidden_size` (from `code_dim` or the ratio)."""
+        if self.method == "transform_coding":  # k = d; the ratio sets the bits per entry instead
+            if self.code_dim not in (None, hidden_size):
+                raise CompressedEmbeddingConfigError(
+                    f"CompressedEmbeddingConfig.code_dim is invalid: got {self.code_dim}; method='transform_coding' "
+                    f"keeps all {hidden_size} components and sizes its codes by compression_ratio: leave code_dim "
+                    "unset."
+                )
+            return hidden_size
         if self.code_dim is not None:
             k = self.code_dim
         else:
@@ -382,7 +438,8 @@ class CompressedEmbeddingConfig:
     def preset(cls, name: str, **overrides: Any) -> "CompressedEmbeddingConfig":
         """A named recipe, optionally with fields overridden.
 
-        Presets: `"paper"` (the published AutoEncoder recipe, CR 10), `"svd"` (the SVD baseline, CR 10).
+        Presets: `"paper"` (the published AutoEncoder recipe, CR 10), `"svd"` (the SVD baseline, CR 10),
+        `"transform_coding"` (the best-measured method, CR 10 in bytes; give calibration text for full quality).
 
         Example:
 
@@ -394,6 +451,7 @@ class CompressedEmbeddingConfig:
         presets: dict[str, dict[str, Any]] = {
             "paper": {"method": "autoencoder"},
             "svd": {"method": "svd"},
+            "transform_coding": {"method": "transform_coding"},
         }
         if name not in presets:
             raise CompressedEmbeddingConfigError(

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .configuration import CompressedEmbeddingConfig
+from .packed_codes import PackedCodes
 
 _ACTIVATIONS = {"elu": nn.ELU, "gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 CODES_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
@@ -57,7 +58,11 @@ class CompressedEmbedding(nn.Module):
             (set when the replaced embedding's padding row was zero).
         freeze_codes (`bool`, *optional*, defaults to `True`): `codes.requires_grad = False`.
         codes_dtype (`str`, *optional*): store the codes as `"float16"`, `"bfloat16"` or `"int8"` (with one
-            scale per row, `code_scales`), dequantised on the fly; default: the layer's dtype.
+            scale per row, `code_scales`), dequantised on the fly; or `"packed"`: integers of a few bits indexing
+            per-column codebooks (`packed`, a [`PackedCodes`], laid out by `code_bits` and `tier_sizes`), as
+            `method="transform_coding"` produces; default: the layer's dtype.
+        code_bits (`list[list[int]]`, *optional*): with `codes_dtype="packed"`, the bits of each code column, per tier.
+        tier_sizes (`list[int]`, *optional*): with `codes_dtype="packed"`, the number of rows in each tier.
 
     Example:
 
@@ -84,6 +89,8 @@ class CompressedEmbedding(nn.Module):
         zero_padding_row: bool = False,
         freeze_codes: bool = True,
         codes_dtype: str | None = None,
+        code_bits: list[list[int]] | None = None,
+        tier_sizes: list[int] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -96,9 +103,17 @@ class CompressedEmbedding(nn.Module):
         self.embed_scale = float(embed_scale)
         self.zero_padding_row = bool(zero_padding_row and padding_idx is not None)
         self.codes_dtype = codes_dtype
-        storage = CODES_DTYPES[codes_dtype] if codes_dtype else dtype
-        self.codes = nn.Parameter(torch.empty(num_embeddings, code_dim, device=device, dtype=storage), False)
-        self.codes.requires_grad_(not freeze_codes and self.codes.is_floating_point())
+        if codes_dtype == "packed":
+            if code_bits is None or tier_sizes is None or sum(tier_sizes) != num_embeddings:
+                raise ValueError(f"codes_dtype='packed' needs code_bits and tier_sizes summing to {num_embeddings}.")
+            if any(len(widths) != code_dim for widths in code_bits):
+                raise ValueError(f"codes_dtype='packed': every tier of code_bits needs {code_dim} widths.")
+            self.packed = PackedCodes(code_bits, tier_sizes, device=device, dtype=dtype)
+            self.register_parameter("codes", None)
+        else:
+            storage = CODES_DTYPES[codes_dtype] if codes_dtype else dtype
+            self.codes = nn.Parameter(torch.empty(num_embeddings, code_dim, device=device, dtype=storage), False)
+            self.codes.requires_grad_(not freeze_codes and self.codes.is_floating_point())
         scales = torch.empty(num_embeddings, device=device, dtype=dtype) if codes_dtype == "int8" else None
         self.code_scales = None if scales is None else nn.Parameter(scales, requires_grad=False)
         self.decoder = build_decoder(
@@ -127,16 +142,20 @@ class CompressedEmbedding(nn.Module):
             zero_padding_row=config.zero_padding_row,
             freeze_codes=config.freeze_codes,
             codes_dtype=config.codes_dtype,
+            code_bits=config.code_bits,
+            tier_sizes=config.tier_sizes,
             device=device,
             dtype=dtype,
         )
 
     def reset_parameters(self) -> None:
-        """Random codes (unit-variance rows) and a default-initialised decoder; a no-op on the meta device."""
-        if self.codes.device.type == "meta":
+        """Random codes (unit-variance rows; packed codes: all zero) and a default-initialised decoder; a no-op on
+        the meta device."""
+        if next(self.decoder.parameters()).device.type == "meta":
             return
         with torch.no_grad():
-            self.set_codes(torch.randn(self.codes.shape, device=self.codes.device) / math.sqrt(self.code_dim))
+            if self.codes is not None:
+                self.set_codes(torch.randn(self.codes.shape, device=self.codes.device) / math.sqrt(self.code_dim))
             for module in self.decoder.modules():
                 if isinstance(module, nn.Linear):
                     module.reset_parameters()
@@ -144,6 +163,11 @@ class CompressedEmbedding(nn.Module):
     @torch.no_grad()
     def set_codes(self, codes: torch.Tensor) -> None:
         """Store float codes (`V' x k`, any V') in this layer's storage format (int8: per-row absmax scales)."""
+        if self.codes is None:
+            raise ValueError(
+                "Packed codes are integers chosen by their compression method: set them with "
+                "`layer.packed.set_codes(...)`; they cannot be replaced by float codes or resized."
+            )
         device = self.codes.device
         if self.code_scales is not None:
             scales = codes.float().abs().amax(dim=1).clamp_min(1e-12) / 127.0
@@ -156,11 +180,11 @@ class CompressedEmbedding(nn.Module):
     # ------------------------------------------------------------------ shape
     @property
     def num_embeddings(self) -> int:
-        return self.codes.shape[0]
+        return self.packed.num_rows if self.codes is None else self.codes.shape[0]
 
     @property
     def code_dim(self) -> int:
-        return self.codes.shape[1]
+        return self.packed.width if self.codes is None else self.codes.shape[1]
 
     @property
     def embedding_dim(self) -> int:
@@ -183,11 +207,15 @@ class CompressedEmbedding(nn.Module):
 
     def lookup(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The codes of `input_ids` (`... x k`), dequantised to `compute_dtype`."""
+        if self.codes is None:
+            return self.packed.lookup(input_ids).to(self.compute_dtype)
         scales = None if self.code_scales is None else self.code_scales[input_ids]
         return self._dequantize(F.embedding(input_ids, self.codes), scales)
 
     def dense_codes(self) -> torch.Tensor:
         """All codes (`V x k`) in `compute_dtype` (the stored tensor itself when no conversion is needed)."""
+        if self.codes is None:
+            return self.lookup(torch.arange(self.num_embeddings, device=self.packed.row_tiers.device))
         return self._dequantize(self.codes, self.code_scales)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -219,12 +247,13 @@ class CompressedEmbedding(nn.Module):
         return self._zero_padding(self.decode(self.dense_codes()), None)
 
     def extra_repr(self) -> str:
-        stored = sum(p.numel() for p in self.parameters())
-        ratio = self.num_embeddings * self.embedding_dim / max(stored, 1)
+        stored = sum(p.numel() * p.element_size() for p in self.parameters())
+        element_size = torch.empty((), dtype=self.compute_dtype).element_size()
+        ratio = self.num_embeddings * self.embedding_dim * element_size / max(stored, 1)
         decoder = "linear" if self.is_linear else "mlp"
         text = (
             f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}, code_dim={self.code_dim}, "
-            f"decoder={decoder}, stored_parameters={stored}, ratio={ratio:.2f}x"
+            f"decoder={decoder}, stored_bytes={stored}, ratio={ratio:.2f}x"
         )
         if self.padding_idx is not None:
             text += f", padding_idx={self.padding_idx}"
@@ -278,7 +307,7 @@ class CompressedOutputHead(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         embedding = self.embedding
-        if embedding.is_linear:
+        if embedding.is_linear and embedding.codes is not None:
             decoder = embedding.decoder
             projected = hidden_states @ decoder.weight  # (..., d) @ (d, k) -> (..., k)
             logits = F.linear(projected, embedding.dense_codes())
@@ -293,18 +322,15 @@ class CompressedOutputHead(nn.Module):
         return logits
 
     def _decoded_matrix(self) -> torch.Tensor:
-        """Non-linear decoders cannot run in code space. Policy: with gradients enabled (training) the matrix is
-        decoded on every call; without (inference) it is decoded once and cached (`V x d` memory, as much as the
-        replaced embedding) until the codes or decoder change (tracked by their version counters)."""
+        """Non-linear decoders (and packed codes, whose unpacking costs more than the product) do not run in code
+        space. Policy: with gradients enabled (training) the matrix is decoded on every call; without (inference)
+        it is decoded once and cached (`V x d` memory, as much as the replaced embedding) until the codes or
+        decoder change (tracked by their version counters)."""
         embedding = self.embedding
         if torch.is_grad_enabled():
             self.__dict__.pop("_cache", None)
             return embedding.weight
-        params = [
-            embedding.codes,
-            *(p for p in (embedding.code_scales,) if p is not None),
-            *embedding.decoder.parameters(),
-        ]
+        params = list(embedding.parameters())
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         cached = self.__dict__.get("_cache")
         if cached is None or cached[0] != key:
@@ -313,6 +339,6 @@ class CompressedOutputHead(nn.Module):
         return cached[1]
 
     def extra_repr(self) -> str:
-        mode = "code-space" if self.embedding.is_linear else "decoded"
+        mode = "code-space" if self.embedding.is_linear and self.embedding.codes is not None else "decoded"
         size = f"V={self.out_features}, k={self.embedding.code_dim}"
         return f"tied to CompressedEmbedding({size}), {mode}, bias={self.bias is not None}"

@@ -33,7 +33,7 @@ from .version import __version__
 logger = logging.get_logger(__name__)
 
 #: The files that make a checkpoint loadable with `trust_remote_code=True`.
-CODE_FILES = ("configuration.py", "layer.py", "modeling.py", "version.py")
+CODE_FILES = ("configuration.py", "layer.py", "modeling.py", "packed_codes.py", "version.py")
 
 #: Auto classes a compressed checkpoint is registered for, with transformers' name tables.
 AUTO_CLASS_TABLES = {
@@ -202,7 +202,7 @@ class CompressedModelMixin:
             ) from error
         _check_loaded(model, info, ignore_mismatched, source)
         layer = model.get_input_embeddings()
-        if isinstance(layer, CompressedEmbedding):
+        if isinstance(layer, CompressedEmbedding) and layer.codes is not None:
             layer.codes.requires_grad_(not compressed_spec(model.config).freeze_codes)
         return (model, info) if with_info else model
 

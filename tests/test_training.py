@@ -367,7 +367,7 @@ def test_extra_repr_mentions_code_dim_and_ratio():
     text = repr(layer)
     stored = 20 * 4 + 4 * 12 + 12
     assert "code_dim=4" in text and f"ratio={20 * 12 / stored:.2f}x" in text
-    assert "num_embeddings=20" in text and "embedding_dim=12" in text and f"stored_parameters={stored}" in text
+    assert "num_embeddings=20" in text and "embedding_dim=12" in text and f"stored_bytes={4 * stored}" in text
     assert "embed_scale=3" in repr(_layer(embed_scale=3.0)) and "embed_scale" not in text
     assert "padding_idx=2" in repr(_layer(padding_idx=2))
     assert "decoder=mlp" in repr(_layer(hidden_dims=[6]))

@@ -1,0 +1,111 @@
+"""A short pass over generic text that tells a compression method which errors matter.
+
+Two statistics, both task-agnostic and cheap (one forward pass over a few thousand tokens, no training):
+
+- token counts: frequent tokens are looked up most often, so their rows deserve more bits;
+- the second moment `E[h h^T]` of the hidden states entering the output head: an error `delta` in a tied head's row
+  changes that token's logit by `h . delta`, whose mean square is `delta^T E[h h^T] delta`. Measuring the error in
+  that metric (instead of plain Euclidean or cosine) is what keeps perplexity close to the original.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers.utils import logging
+
+from .evaluation import DOCUMENT_SEPARATOR, _as_text_list, _model_device, token_frequencies
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class CalibrationStats:
+    """Statistics of a model on calibration text (see [`collect_calibration`]).
+
+    Attributes:
+        token_counts (`torch.Tensor`): int64 `(V,)`, occurrences of each token id in the texts.
+        output_second_moment (`torch.Tensor` or `None`): float64 `(d, d)`, `E[h h^T]` over the hidden states that
+            entered the output head; `None` for a model without one.
+        num_tokens (`int`): hidden states the moment was averaged over.
+    """
+
+    token_counts: torch.Tensor
+    output_second_moment: torch.Tensor | None
+    num_tokens: int
+
+
+def _first_tokens(tokenizer: Any, texts: list[str], max_tokens: int) -> list[int]:
+    """The first `max_tokens` tokens of the joined texts, tokenizing only as many documents as needed."""
+    count = 1
+    while True:  # double the number of documents until the joined prefix holds enough tokens
+        ids = tokenizer(DOCUMENT_SEPARATOR.join(texts[:count]))["input_ids"]
+        if len(ids) >= max_tokens or count >= len(texts):
+            return ids[:max_tokens]
+        count *= 2
+
+
+@torch.no_grad()
+def collect_calibration(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    texts: str | Sequence[str],
+    *,
+    max_tokens: int = 16384,
+    max_length: int = 512,
+    batch_size: int = 4,
+    show_progress: bool = True,
+) -> CalibrationStats:
+    """Count tokens over all `texts` and average `h h^T` of the output head's inputs over their first `max_tokens`.
+
+    The documents are joined with `DOCUMENT_SEPARATOR`, tokenized once and cut into independent windows of
+    `max_length` tokens. Run it on the original (uncompressed) model.
+
+    Example:
+
+    ```python
+    >>> from compressed_embeddings import collect_calibration  # doctest: +SKIP
+    >>> stats = collect_calibration(model, tokenizer, ["Some generic English text ..."])  # doctest: +SKIP
+    >>> model = compress_model(model, CompressedEmbeddingConfig.preset("transform_coding"), calibration=stats)  # doctest: +SKIP
+    ```
+    """
+    texts = _as_text_list(texts)
+    if max_tokens < 1 or max_length < 1 or batch_size < 1:
+        raise ValueError("max_tokens, max_length and batch_size must be positive integers.")
+    vocab = model.get_input_embeddings().weight.shape[0]
+    counts = token_frequencies(tokenizer, texts, vocab, show_progress=show_progress)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        logger.info("The model has no output head: calibration collects token counts only.")
+        return CalibrationStats(counts, None, 0)
+    ids = _first_tokens(tokenizer, texts, max_tokens)
+    windows = [ids[start : start + max_length] for start in range(0, len(ids), max_length)]
+    if not windows:
+        raise ValueError("The calibration texts are empty after tokenization; give some text.")
+    d = model.get_input_embeddings().weight.shape[1]
+    moment = torch.zeros(d, d, dtype=torch.float64)
+    seen = 0
+
+    def accumulate(module, inputs):
+        nonlocal moment, seen
+        hidden = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double().cpu()
+        moment += hidden.T @ hidden
+        seen += hidden.shape[0]
+
+    device = _model_device(model)
+    handle = head.register_forward_pre_hook(accumulate)
+    was_training = model.training
+    model.eval()
+    try:
+        # equal-length windows batch together; the shorter last one runs alone
+        full = [w for w in windows if len(w) == max_length]
+        batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)]
+        batches += [[w] for w in windows if len(w) != max_length]
+        for batch in tqdm(batches, desc="calibration", disable=not show_progress):
+            model(input_ids=torch.tensor(batch, device=device))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return CalibrationStats(counts, moment / max(seen, 1), seen)

@@ -1,0 +1,195 @@
+"""Transform coding (`method="transform_coding"`): packed codes, bit allocation, Lloyd-Max codebooks, calibration."""
+
+import itertools
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from compressed_embeddings import (
+    CalibrationStats,
+    CompressedEmbeddingConfig,
+    CompressedEmbeddingConfigError,
+    collect_calibration,
+    compress_embedding,
+    compress_model,
+)
+from compressed_embeddings.methods.transform_coding import _GAUSSIAN_DISTORTION, allocate_bits, lloyd_max
+from compressed_embeddings.packed_codes import PackedCodes, pack, row_bytes, unpack
+
+from conftest import tiny_model
+from tiny_tokenizers import gpt2_tokenizer
+
+
+def _anisotropic_matrix(rows: int = 400, dim: int = 24, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    scales = torch.logspace(0, -1.5, dim)
+    return torch.randn(rows, dim, generator=generator) * scales + 0.1
+
+
+@pytest.mark.parametrize("widths", [[8, 5, 3, 3, 1, 0], [2] * 9, [0, 0, 0], [7, 6, 6, 6, 6, 6, 6, 6, 6, 1]])
+def test_pack_unpack_round_trip(widths):
+    generator = torch.Generator().manual_seed(len(widths))
+    limits = torch.tensor([2**b for b in widths])
+    values = (torch.rand(37, len(widths), generator=generator) * limits).long()
+    packed = pack(values, widths)
+    assert packed.dtype == torch.uint8 and packed.shape == (37, row_bytes(widths))
+    assert row_bytes(widths) == sum((sum(b > j for b in widths) + 7) // 8 for j in range(max(widths)))
+    assert torch.equal(unpack(packed, widths), values)
+
+
+def test_packed_codes_decode_through_their_tier_codebook():
+    codes = PackedCodes([[3, 1], [2, 0]], [2, 3])
+    values = torch.tensor([[5, 1], [0, 0], [7, 0], [3, 0], [1, 0]])
+    tiers = torch.tensor([0, 1, 0, 1, 1])
+    books = [torch.arange(10.0), torch.arange(5.0) * -1]  # tier 0: 8 + 2 entries; tier 1: 4 + 1
+    codes.set_codes(values, tiers, books)
+    expected = torch.tensor([[5.0, 9.0], [-0.0, -4.0], [7.0, 8.0], [-3.0, -4.0], [-1.0, -4.0]])
+    assert torch.equal(codes.lookup(torch.arange(5)), expected)
+    assert torch.equal(codes.lookup(torch.tensor([[4, 0]])), expected[[4, 0]].unsqueeze(0))
+    with pytest.raises(ValueError, match="does not fit"):
+        codes.set_codes(values + 4, tiers, books)
+    with pytest.raises(ValueError, match="tier sizes"):
+        codes.set_codes(values, torch.tensor([0, 0, 0, 1, 1]), books)
+
+
+def test_allocation_is_optimal_and_non_increasing():
+    table = torch.tensor(_GAUSSIAN_DISTORTION, dtype=torch.float64)
+    variances = torch.tensor([9.0, 4.0, 1.0, 0.2])
+    for total in range(0, 12):
+        bits = allocate_bits(variances, total, max_bits=4)
+        assert sum(bits) == total and bits == sorted(bits, reverse=True)
+        best = min(
+            (variances * table[list(c)]).sum().item()
+            for c in itertools.product(range(5), repeat=4)
+            if sum(c) == total
+        )
+        assert (variances * table[bits]).sum().item() == pytest.approx(best)
+
+
+def test_lloyd_max_assigns_every_value_to_its_nearest_centroid():
+    values = torch.randn(5000, generator=torch.Generator().manual_seed(0)) ** 3
+    centroids, index = lloyd_max(values, 8, torch.Generator().manual_seed(1))
+    assert torch.all(centroids[1:] > centroids[:-1])
+    nearest = (values[:, None] - centroids[None]).abs().argmin(1)
+    assert torch.equal(centroids[index], centroids[nearest])
+    # on a unit Gaussian it reaches the distortion of the optimal (Lloyd-Max) 3-bit quantiser
+    gaussian = torch.randn(200_000, generator=torch.Generator().manual_seed(2))
+    centroids, index = lloyd_max(gaussian, 8, torch.Generator().manual_seed(3))
+    distortion = (gaussian - centroids[index]).pow(2).mean().item()
+    assert distortion == pytest.approx(_GAUSSIAN_DISTORTION[3], rel=0.05)
+
+
+@pytest.mark.parametrize("ratio", [4.0, 6.0])
+def test_byte_accounting_equals_the_serialised_size(tmp_path, ratio):
+    matrix = _anisotropic_matrix(rows=3000, dim=16)
+    config = CompressedEmbeddingConfig(method="transform_coding", compression_ratio=ratio)
+    layer, report = compress_embedding(matrix, config, show_progress=False)
+    state = {name: tensor.contiguous() for name, tensor in layer.state_dict().items()}
+    save_file(state, tmp_path / "layer.safetensors")
+    header = int.from_bytes((tmp_path / "layer.safetensors").read_bytes()[:8], "little")
+    assert os.path.getsize(tmp_path / "layer.safetensors") - 8 - header == report.stored_bytes
+    assert report.bytes_ratio_vs_fp32 >= ratio
+    assert report.bytes_ratio_vs_fp32 < ratio * 1.1  # the budget is used, not wasted
+    assert report.config.code_bits is not None and report.config.tier_sizes == [3000]
+
+
+def test_more_bytes_give_a_smaller_error():
+    matrix = _anisotropic_matrix(rows=3000, dim=16)
+    errors = [
+        compress_embedding(
+            matrix, CompressedEmbeddingConfig(method="transform_coding", compression_ratio=ratio), show_progress=False
+        )[1].relative_frobenius_error
+        for ratio in (8.0, 4.0, 2.0)
+    ]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.05
+
+
+def _calibration(matrix: torch.Tensor, weights: torch.Tensor) -> CalibrationStats:
+    counts = torch.arange(matrix.shape[0], 0, -1)  # row 0 is the most frequent
+    return CalibrationStats(counts, torch.diag(weights).double(), 1000)
+
+
+def test_calibration_moves_the_error_out_of_the_directions_the_head_uses():
+    matrix = _anisotropic_matrix(rows=3000, dim=16)
+    weights = torch.ones(16)
+    weights[[3, 9]] = 200.0  # the head reads these two hidden dimensions
+    head_error = {}
+    for calibrated in (False, True):
+        config = CompressedEmbeddingConfig(
+            method="transform_coding", compression_ratio=4.0, frequent_tokens=0, tied_output_head=True
+        )
+        layer, _ = compress_embedding(
+            matrix, config, show_progress=False, calibration=_calibration(matrix, weights) if calibrated else None
+        )
+        delta = layer.weight.detach() - matrix
+        head_error[calibrated] = ((delta**2) * weights).sum().item()
+    assert head_error[True] < 0.5 * head_error[False]
+
+
+def test_frequent_rows_get_their_own_tier_and_a_smaller_error():
+    matrix = _anisotropic_matrix(rows=3000, dim=16)
+    config = CompressedEmbeddingConfig(
+        method="transform_coding", compression_ratio=5.0, frequent_tokens=300, frequent_bits=8.0
+    )
+    layer, report = compress_embedding(matrix, config, show_progress=False, calibration=_calibration(matrix, torch.ones(16)))
+    assert report.config.tier_sizes == [300, 2700]
+    assert sum(report.config.code_bits[0]) == 128 > sum(report.config.code_bits[1])
+    error = (layer.weight.detach() - matrix).norm(dim=1)
+    assert error[:300].mean() < 0.5 * error[300:].mean()
+    assert torch.equal(layer.packed.row_tiers[:300], torch.zeros(300, dtype=torch.uint8))
+
+
+def test_compressed_model_round_trips_and_keeps_the_head_tied(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = tiny_model("llama", "LlamaForCausalLM", vocab_size=600, hidden_size=16, tie_word_embeddings=True).eval()
+    input_ids = torch.randint(0, 600, (2, 9), generator=torch.Generator().manual_seed(0))
+    config = CompressedEmbeddingConfig.preset("transform_coding", compression_ratio=2.5, frequent_tokens=50)
+    calibration = CalibrationStats(torch.arange(600, 0, -1), torch.eye(16, dtype=torch.float64), 1)
+    model = compress_model(model, config, show_progress=False, calibration=calibration)
+    head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+    assert head.embedding is embedding
+    decoded = embedding.weight.detach()
+    with torch.no_grad():
+        logits = model(input_ids).logits
+        hidden = model.model(input_ids).last_hidden_state
+        assert torch.allclose(logits, hidden @ decoded.T, atol=1e-5)
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids).logits, logits)
+    assert loaded.config.compressed_embedding["tier_sizes"] == [50, 550]
+
+
+def test_bad_configurations_say_what_to_change():
+    with pytest.raises(CompressedEmbeddingConfigError, match="codes_dtype"):
+        CompressedEmbeddingConfig(method="svd", codes_dtype="packed")
+    with pytest.raises(CompressedEmbeddingConfigError, match="leave code_dim"):
+        CompressedEmbeddingConfig(method="transform_coding", code_dim=4).resolved(num_embeddings=50, embedding_dim=8)
+    with pytest.raises(CompressedEmbeddingConfigError, match="frequent_bits"):
+        CompressedEmbeddingConfig(method="transform_coding", frequent_bits=9)
+    with pytest.raises(ValueError, match="out of reach"):
+        compress_embedding(
+            torch.randn(50, 16), CompressedEmbeddingConfig(method="transform_coding", compression_ratio=50)
+        )
+    calibration = CalibrationStats(torch.ones(50, dtype=torch.int64), None, 0)
+    with pytest.raises(ValueError, match="does not use calibration"):
+        compress_embedding(torch.randn(50, 16), CompressedEmbeddingConfig(method="svd", code_dim=4), calibration=calibration)
+
+
+def test_collect_calibration_counts_tokens_and_averages_the_head_inputs():
+    model = tiny_model("llama", "LlamaForCausalLM").eval()
+    tokenizer = gpt2_tokenizer()
+    texts = [" ".join(f"w{4 + (i * 7 + j) % 90}" for j in range(40)) for i in range(5)]
+    stats = collect_calibration(model, tokenizer, texts, max_tokens=150, max_length=64, show_progress=False)
+    assert stats.token_counts.sum().item() == 200 and stats.token_counts[4 + 7 % 90].item() >= 1
+    assert stats.num_tokens == 150
+    moment = stats.output_second_moment
+    assert torch.allclose(moment, moment.T) and torch.linalg.eigvalsh(moment).min() > -1e-9
+    ids = tokenizer("\n\n".join(texts))["input_ids"][:64]
+    with torch.no_grad():
+        hidden = model.model(torch.tensor([ids])).last_hidden_state[0].double()
+    assert torch.trace(moment).item() == pytest.approx((hidden**2).sum(1).mean().item(), rel=0.5)
