@@ -134,9 +134,30 @@ def compress_command_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("model", metavar="MODEL_OR_PATH", help="A local model folder or a Hub id.")
     parser.add_argument("--output", "-o", required=True, help="Folder to write the compressed checkpoint into.")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--ratio", type=float, help="Target compression ratio (stored parameters), default 10.")
+    size.add_argument(
+        "--ratio",
+        type=float,
+        help="Target compression ratio, default 10 (stored parameters; transform_coding: bytes in the model's dtype).",
+    )
     size.add_argument("--code-dim", type=int, help="Code width k (instead of --ratio).")
-    parser.add_argument("--method", default="autoencoder", help="autoencoder (the paper's, default) or svd.")
+    parser.add_argument(
+        "--method",
+        default="autoencoder",
+        help="autoencoder (the paper's, default), svd, or transform_coding (the best measured; give "
+        "--calibration-text).",
+    )
+    parser.add_argument(
+        "--calibration-text",
+        nargs="+",
+        metavar="SRC",
+        help="Generic text for transform_coding's calibration (token counts, head-input statistics): .txt/.jsonl/"
+        ".json files, folders of .txt, or Hub datasets, as for `evaluate --text`.",
+    )
+    parser.add_argument(
+        "--calibration-tokens", type=int, default=16384, help="Tokens of calibration text run through the model."
+    )
+    parser.add_argument("--frequent-tokens", type=int, help="transform_coding: tokens given more bits (2048).")
+    parser.add_argument("--frequent-bits", type=float, help="transform_coding: their bits per entry (6).")
     parser.add_argument("--epochs", type=int, help="Autoencoder epochs (default: the paper's 30).")
     parser.add_argument("--max-steps", type=int, help="Stop the autoencoder after this many steps.")
     parser.add_argument("--batch-size", type=int, help="Autoencoder batch size (default 32).")
@@ -192,15 +213,36 @@ def compress_command(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "compress_output_head": not args.input_only,
         "base_model": args.base_model,
+        "frequent_tokens": args.frequent_tokens,
+        "frequent_bits": args.frequent_bits,
     }
     config = CompressedEmbeddingConfig(**{k: v for k, v in fields.items() if v is not None})
+    calibration_texts = None
+    if args.calibration_text:
+        if config.method != "transform_coding":
+            raise CommandError(
+                "--calibration-text is used by --method transform_coding only; drop it or change method."
+            )
+        from .evaluation import load_texts
+
+        calibration_texts = [doc for source in args.calibration_text for doc in load_texts(source)]
 
     start = time.perf_counter()
     model = _load_model(args.model, args.revision, args.allow_pickle)
     source_bytes = _folder_bytes(Path(args.model)) if Path(args.model).is_dir() else None
     print(f"Loaded {type(model).__name__} from {args.model} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     accelerator = default_accelerator()  # under `accelerate launch`, the processes train together
-    model = compress_model(model, config, show_progress=not args.quiet)
+    calibration = None
+    if calibration_texts is not None:
+        from .calibration import collect_calibration
+
+        start = time.perf_counter()
+        tokenizer = AutoTokenizer.from_pretrained(args.model, revision=args.revision)
+        calibration = collect_calibration(
+            model, tokenizer, calibration_texts, max_tokens=args.calibration_tokens, show_progress=not args.quiet
+        )
+        print(f"Calibrated on {calibration.num_tokens} tokens in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    model = compress_model(model, config, show_progress=not args.quiet, calibration=calibration)
     report = model.compression_report
     if not accelerator.is_main_process:  # only the main process writes (and pushes) the checkpoint
         return 0
@@ -231,10 +273,10 @@ def compress_command(args: argparse.Namespace) -> int:
         raise
 
     print(report)
-    embedding_bytes_saved = (report.original_parameters - report.stored_parameters) * 4
+    original_bytes = report.original_parameters * model.get_input_embeddings().compute_dtype.itemsize
     print(
-        f"Embedding: {report.original_parameters * 4 / 2**20:.1f} MiB -> "
-        f"{report.stored_parameters * 4 / 2**20:.1f} MiB (fp32), {embedding_bytes_saved / 2**20:.1f} MiB saved"
+        f"Embedding: {original_bytes / 2**20:.1f} MiB -> {report.stored_bytes / 2**20:.1f} MiB "
+        f"({str(model.dtype).removeprefix('torch.')}), {(original_bytes - report.stored_bytes) / 2**20:.1f} MiB saved"
     )
     written = _folder_bytes(output)
     if source_bytes:

@@ -21,7 +21,9 @@ def check_layout(bits: list[list[int]], tier_sizes: list[int], num_rows: int) ->
     """Raise `ValueError` unless `bits` (one non-increasing list of ints in [0, 8] per tier, all of one length)
     and `tier_sizes` (one count per tier, summing to `num_rows`) describe a valid layout."""
     if not bits or len(bits) != len(tier_sizes) or len(bits) > 255:
-        raise ValueError(f"Need one bit list per tier (1 to 255 tiers); got {len(bits)} lists, {len(tier_sizes)} sizes.")
+        raise ValueError(
+            f"Need one bit list per tier (1 to 255 tiers); got {len(bits)} lists, {len(tier_sizes)} sizes."
+        )
     width = len(bits[0])
     for tier, widths in enumerate(bits):
         if len(widths) != width or not all(isinstance(b, int) and 0 <= b <= MAX_BITS for b in widths):

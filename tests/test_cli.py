@@ -119,3 +119,28 @@ def test_evaluate_command_measures_perplexity_and_fidelity(tmp_path):
     assert result.returncode == 2 and "itself compressed" in result.stderr
     result = run_cli("evaluate", str(source), "--text", str(tmp_path / "missing.txt"))
     assert result.returncode == 2 and "--text" in result.stderr
+
+
+def test_compress_command_calibrates_transform_coding(tmp_path, input_ids):
+    source = tmp_path / "source"
+    tiny_model("llama", "LlamaForCausalLM", vocab_size=2000).save_pretrained(source)  # room for a d x d decoder
+    tiny_tokenizer().save_pretrained(source)
+    text = tmp_path / "calibration.txt"
+    text.write_text(" ".join(f"w{4 + (i * 7) % 90}" for i in range(300)))
+    output = tmp_path / "out"
+    result = run_cli(
+        "compress", str(source), "--method", "transform_coding", "--ratio", "3", "--frequent-tokens", "10",
+        "--calibration-text", str(text), "--output", str(output), "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Calibrated on 300 tokens" in result.stderr
+    report = json.loads((output / "compression_report.json").read_text())
+    assert report["method"] == "transform_coding" and report["bytes_ratio_vs_fp32"] >= 3
+    assert report["config"]["tier_sizes"][0] == 10
+    assert (output / "packed_codes.py").exists()
+    loaded = AutoModelForCausalLM.from_pretrained(output).eval()
+    with torch.no_grad():
+        assert loaded(input_ids).logits.isfinite().all()
+
+    result = run_cli("compress", str(source), "--method", "svd", "--calibration-text", str(text), "-o", str(tmp_path / "o2"))
+    assert result.returncode == 2 and "transform_coding only" in result.stderr

@@ -5,7 +5,9 @@ import os
 
 import pytest
 import torch
+from conftest import tiny_model
 from safetensors.torch import save_file
+from tiny_tokenizers import gpt2_tokenizer
 
 from compressed_embeddings import (
     CalibrationStats,
@@ -17,9 +19,6 @@ from compressed_embeddings import (
 )
 from compressed_embeddings.methods.transform_coding import _GAUSSIAN_DISTORTION, allocate_bits, lloyd_max
 from compressed_embeddings.packed_codes import PackedCodes, pack, row_bytes, unpack
-
-from conftest import tiny_model
-from tiny_tokenizers import gpt2_tokenizer
 
 
 def _anisotropic_matrix(rows: int = 400, dim: int = 24, seed: int = 0) -> torch.Tensor:
@@ -61,9 +60,7 @@ def test_allocation_is_optimal_and_non_increasing():
         bits = allocate_bits(variances, total, max_bits=4)
         assert sum(bits) == total and bits == sorted(bits, reverse=True)
         best = min(
-            (variances * table[list(c)]).sum().item()
-            for c in itertools.product(range(5), repeat=4)
-            if sum(c) == total
+            (variances * table[list(c)]).sum().item() for c in itertools.product(range(5), repeat=4) if sum(c) == total
         )
         assert (variances * table[bits]).sum().item() == pytest.approx(best)
 
@@ -134,7 +131,9 @@ def test_frequent_rows_get_their_own_tier_and_a_smaller_error():
     config = CompressedEmbeddingConfig(
         method="transform_coding", compression_ratio=5.0, frequent_tokens=300, frequent_bits=8.0
     )
-    layer, report = compress_embedding(matrix, config, show_progress=False, calibration=_calibration(matrix, torch.ones(16)))
+    layer, report = compress_embedding(
+        matrix, config, show_progress=False, calibration=_calibration(matrix, torch.ones(16))
+    )
     assert report.config.tier_sizes == [300, 2700]
     assert sum(report.config.code_bits[0]) == 128 > sum(report.config.code_bits[1])
     error = (layer.weight.detach() - matrix).norm(dim=1)
@@ -177,7 +176,9 @@ def test_bad_configurations_say_what_to_change():
         )
     calibration = CalibrationStats(torch.ones(50, dtype=torch.int64), None, 0)
     with pytest.raises(ValueError, match="does not use calibration"):
-        compress_embedding(torch.randn(50, 16), CompressedEmbeddingConfig(method="svd", code_dim=4), calibration=calibration)
+        compress_embedding(
+            torch.randn(50, 16), CompressedEmbeddingConfig(method="svd", code_dim=4), calibration=calibration
+        )
 
 
 def test_collect_calibration_counts_tokens_and_averages_the_head_inputs():
