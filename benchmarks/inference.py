@@ -4,13 +4,15 @@
     python benchmarks/inference.py --device cuda --dtype bfloat16 --random-weights --inner-repeats 10 \
         --output docs/results --name inference-gpu        # on a GPU (what docs/results/inference-gpu.md ran)
 
-For the original and for SVD and the paper's autoencoder at each ratio (tied head compressed):
+For the original, for SVD and the paper's autoencoder at each ratio and for transform coding at the highest ratio
+(tied head compressed):
 - prefill latency, generate-style (`logits_to_keep=1`) and full logits, for batch 1 x 512 and 8 x 128 tokens;
 - greedy decode tokens/s (128 new tokens after a 32-token prompt);
 - resident memory after load and the peak during generation, and load time (each model in a fresh process);
 - checkpoint bytes on disk vs the theoretical size (every stored tensor once).
-Timings are medians over interleaved repetitions (model order rotates every repetition), and ratios are
-compressed / original from the same run. Writes `inference.md` and `inference.json` into `--output`.
+Timings are medians over interleaved repetitions (model order rotates every repetition; in a repetition every
+model runs the same forward pass back to back), and each ratio is the median over repetitions of compressed /
+original within the same repetition. Writes `inference.md` and `inference.json` into `--output`.
 
 Speed does not depend on how well the codes were trained (the shapes are the same), so the autoencoder is
 trained for `--ae-epochs` (default 1) instead of the paper's 30 to keep the run short; the quality benchmark
@@ -72,8 +74,9 @@ def prepare(work: Path, ratios: list[float], ae_epochs: int, random_weights: boo
     source = random_original(work) if random_weights else smollm2_path()
     folders = {"original": source}
     for ratio in ratios:
-        for method in ("svd", "autoencoder"):
-            name = f"{method}-cr{ratio:g}"
+        # transform coding (data-free: calibration changes values, not shapes) at the highest ratio only
+        for method in ("svd", "autoencoder", *(("transform_coding",) if ratio == max(ratios) else ())):
+            name = f"{method.replace('_', '-')}-cr{ratio:g}"
             folder = work / name
             if not (folder / "model.safetensors").exists():
                 model = AutoModelForCausalLM.from_pretrained(source)
@@ -137,15 +140,18 @@ def time_all(
                 model.generate(prompt, max_new_tokens=16, min_new_tokens=16, do_sample=False, pad_token_id=0)
         for repeat in range(repeats):
             order = names[repeat % len(names) :] + names[: repeat % len(names)]
+            # Forward passes: every model back to back on the same input, so that a repetition's samples are
+            # seconds apart (the ratios pair them, see `paired_ratios`).
+            for shape, ids in inputs.items():
+                for key, keep in ((f"prefill_{shape}_s", 1), (f"forward_all_logits_{shape}_s", 0)):
+                    for name in order:
+                        results[name].setdefault(key, []).append(
+                            _median_time(
+                                lambda m=models[name], i=ids, k=keep: m(i, logits_to_keep=k), inner_repeats, device
+                            )
+                        )
             for name in order:
                 model, record = models[name], results[name]
-                for shape, ids in inputs.items():
-                    record.setdefault(f"prefill_{shape}_s", []).append(
-                        _median_time(lambda m=model, i=ids: m(i, logits_to_keep=1), inner_repeats, device)
-                    )
-                    record.setdefault(f"forward_all_logits_{shape}_s", []).append(
-                        _median_time(lambda m=model, i=ids: m(i), inner_repeats, device)
-                    )
                 _synchronize(device)
                 start = time.perf_counter()
                 output = model.generate(
@@ -156,6 +162,16 @@ def time_all(
                 record.setdefault("decode_tokens_per_s", []).append((output.shape[1] - PROMPT_TOKENS) / elapsed)
             print(f"[{time.strftime('%H:%M:%S')}] repeat {repeat + 1}/{repeats} done", file=sys.stderr, flush=True)
     return results
+
+
+def paired_ratios(samples: dict[str, list[float]], original: dict[str, list[float]]) -> dict[str, float]:
+    """For each timing, the median over repetitions of (this model's sample / the original's sample of the same
+    repetition): pairs measured seconds apart, so that slow drifts of a shared machine cancel out."""
+    return {
+        key: statistics.median(a / b for a, b in zip(values, original[key]))
+        for key, values in samples.items()
+        if key in original
+    }
 
 
 MEMORY_PROBE = r"""
@@ -269,12 +285,13 @@ def main() -> None:
         rows[name].update(checkpoint_bytes(folder))
         rows[name]["samples"] = {key: values for key, values in timings[name].items()}
     base = rows["original"]
-    for row in rows.values():
+    for name, row in rows.items():
         row["ratios"] = {
             key: row[key] / base[key]
             for key in row
             if isinstance(row[key], float | int) and key not in ("samples",) and base[key]
         }
+        row["ratios"].update(paired_ratios(timings[name], timings["original"]))
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
     machine += f"{torch.get_num_threads()} threads"
     if device.type == "cuda":
@@ -314,7 +331,8 @@ def render(meta: dict, rows: dict) -> str:
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}  ",
-        f"Medians of {meta['repeats']} interleaved repetitions; ratios are compressed / original in the same run. "
+        f"Medians of {meta['repeats']} interleaved repetitions; timing ratios are medians over the repetitions of "
+        "compressed / original within the same repetition (memory and size: ratios of the values). "
         + ("fp32 weights. " if meta.get("dtype", "float32") == "float32" else f"{meta['dtype']} weights. ")
         + (
             "The original is the dequantised GGUF checkpoint the package ships. "
@@ -349,6 +367,16 @@ def render(meta: dict, rows: dict) -> str:
         "resident; the peak during generation (high-water mark reset after loading) is the comparable figure.",
         "- *tensors*: every stored tensor once (non-embedding weights + codes + decoder); *checkpoint*: bytes on "
         "disk (safetensors header included).",
+        *(
+            [
+                '- *transform coding*: packed codes (`method="transform_coding"`, data-free here: calibration '
+                "changes values, not shapes). Its tied head decodes the full matrix once and caches it in inference "
+                "([Keep perplexity](../guides/transform-coding.md#costs)), so it shrinks the checkpoint, not the "
+                "memory of a running model.",
+            ]
+            if any(name.startswith("transform-coding") for name in rows)
+            else []
+        ),
         "",
         "Checks (from the rows above):",
         "",
