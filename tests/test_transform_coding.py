@@ -194,3 +194,31 @@ def test_collect_calibration_counts_tokens_and_averages_the_head_inputs():
     with torch.no_grad():
         hidden = model.model(torch.tensor([ids])).last_hidden_state[0].double()
     assert torch.trace(moment).item() == pytest.approx((hidden**2).sum(1).mean().item(), rel=0.5)
+
+
+@pytest.mark.real
+def test_calibrated_transform_coding_keeps_smollm2_perplexity_at_ratio_10():
+    """The preset on SmolLM2's real tied embedding, calibrated on a slice of the calibration split, scored on the
+    validation split (the quality benchmark reports the test split)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from compressed_embeddings.assets import smollm2_path, text_splits
+    from compressed_embeddings.evaluation import perplexity
+
+    path = smollm2_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    splits = text_splits("brown")
+    texts = splits["validation"]
+    original = perplexity(model, tokenizer, texts, max_tokens=1024, show_progress=False).perplexity
+    calibration = collect_calibration(model, tokenizer, splits["calibration"], max_tokens=4096, show_progress=False)
+    config = CompressedEmbeddingConfig.preset("transform_coding", compression_ratio=10)
+    model = compress_model(model, config, show_progress=False, calibration=calibration)
+    report = model.compression_report
+    compressed = perplexity(model, tokenizer, texts, max_tokens=1024, show_progress=False).perplexity
+    assert report.bytes_ratio_vs_fp32 >= 10
+    assert report.config.tier_sizes == [2048, 49152 - 2048]
+    assert compressed / original < 1.15, (original, compressed)
+    print(
+        f"\nSmolLM2 transform coding CR {report.bytes_ratio_vs_fp32:.2f}: perplexity {original:.2f} -> {compressed:.2f}"
+    )
