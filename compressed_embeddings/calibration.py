@@ -68,7 +68,8 @@ def collect_calibration(
     ```python
     >>> from compressed_embeddings import collect_calibration  # doctest: +SKIP
     >>> stats = collect_calibration(model, tokenizer, ["Some generic English text ..."])  # doctest: +SKIP
-    >>> model = compress_model(model, CompressedEmbeddingConfig.preset("transform_coding"), calibration=stats)  # doctest: +SKIP
+    >>> config = CompressedEmbeddingConfig.preset("transform_coding")  # doctest: +SKIP
+    >>> model = compress_model(model, config, calibration=stats)  # doctest: +SKIP
     ```
     """
     texts = _as_text_list(texts)

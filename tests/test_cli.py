@@ -142,5 +142,6 @@ def test_compress_command_calibrates_transform_coding(tmp_path, input_ids):
     with torch.no_grad():
         assert loaded(input_ids).logits.isfinite().all()
 
-    result = run_cli("compress", str(source), "--method", "svd", "--calibration-text", str(text), "-o", str(tmp_path / "o2"))
+    other = tmp_path / "other"
+    result = run_cli("compress", str(source), "--method", "svd", "--calibration-text", str(text), "-o", str(other))
     assert result.returncode == 2 and "transform_coding only" in result.stderr

@@ -220,5 +220,6 @@ def test_calibrated_transform_coding_keeps_smollm2_perplexity_at_ratio_10():
     assert report.config.tier_sizes == [2048, 49152 - 2048]
     assert compressed / original < 1.15, (original, compressed)
     print(
-        f"\nSmolLM2 transform coding CR {report.bytes_ratio_vs_fp32:.2f}: perplexity {original:.2f} -> {compressed:.2f}"
+        f"\nSmolLM2 transform coding CR {report.bytes_ratio_vs_fp32:.2f}: "
+        f"perplexity {original:.2f} -> {compressed:.2f}"
     )
