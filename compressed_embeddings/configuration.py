@@ -318,6 +318,8 @@ class CompressedEmbeddingConfig:
             return
         if self.decoder_hidden_dims:
             self._fail("decoder_hidden_dims", "[] (transform_coding's decoder is linear)")
+        if not self.freeze_codes:
+            self._fail("freeze_codes", "True with method='transform_coding' (packed integer codes cannot be trained)")
         if (self.code_bits is None) != (self.tier_sizes is None):
             self._fail("code_bits", "set together with tier_sizes (both are filled by the method)")
         if self.code_bits is not None:

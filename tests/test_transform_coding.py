@@ -168,6 +168,8 @@ def test_bad_configurations_say_what_to_change():
         CompressedEmbeddingConfig(method="svd", codes_dtype="packed")
     with pytest.raises(CompressedEmbeddingConfigError, match="leave code_dim"):
         CompressedEmbeddingConfig(method="transform_coding", code_dim=4).resolved(num_embeddings=50, embedding_dim=8)
+    with pytest.raises(CompressedEmbeddingConfigError, match="freeze_codes"):
+        CompressedEmbeddingConfig(method="transform_coding", freeze_codes=False)
     with pytest.raises(CompressedEmbeddingConfigError, match="frequent_bits"):
         CompressedEmbeddingConfig(method="transform_coding", frequent_bits=9)
     with pytest.raises(ValueError, match="out of reach"):
