@@ -161,6 +161,9 @@ def test_compressed_model_round_trips_and_keeps_the_head_tied(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(input_ids).logits, logits)
     assert loaded.config.compressed_embedding["tier_sizes"] == [50, 550]
+    with pytest.raises(ValueError, match="cannot be replaced by float codes or resized"):
+        loaded.resize_token_embeddings(700)
+    assert loaded.get_input_embeddings().num_embeddings == 600
 
 
 def test_bad_configurations_say_what_to_change():
