@@ -224,7 +224,10 @@ def render(results: dict) -> str:
         + (f"{meta['ae_epochs']} epoch(s) (reduced)" if meta["ae_epochs"] else "the full published recipe (30 epochs)")
         + ".",
         "",
-        "CR = bytes of the fp32 embedding / every byte stored for its replacement (codes, scales, decoder). "
+        "CR = bytes of the fp32 embedding / every byte stored for its replacement (codes, scales, codebooks, "
+        "decoder). Transform coding stores at most 8 bits per entry, so where a lower ratio is asked it reaches "
+        "the ratio shown instead; *data-free* has no calibration, *calibrated* uses the calibration splits (token "
+        "counts, head-input second moment). "
         "*tied*: the model's tied output head reads the compressed representation too (the library's compressed "
         "model); *input-only*: only the input embedding is replaced, the original matrix stays as output head (so "
         "the checkpoint stores the full matrix once more: it saves nothing on disk, it isolates the input side). "
