@@ -240,7 +240,7 @@ def checkpoint_bytes(folder: Path) -> dict[str, int]:
                 numel = 1
                 for size in shape:
                     numel *= size
-                theoretical += numel * {"F32": 4, "F16": 2, "BF16": 2, "I8": 1}[tensor.get_dtype()]
+                theoretical += numel * {"F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1}[tensor.get_dtype()]
     return {"checkpoint_bytes": on_disk, "tensor_bytes": theoretical}
 
 
@@ -277,6 +277,8 @@ def main() -> None:
     folders = prepare(Path(args.work), args.ratios, args.ae_epochs, args.random_weights)
     print(f"[{time.strftime('%H:%M:%S')}] models ready: {', '.join(folders)}", file=sys.stderr, flush=True)
     timings = time_all(folders, args.repeats, device, DTYPES[args.dtype], args.inner_repeats)
+    Path(args.work).mkdir(parents=True, exist_ok=True)  # the raw samples, kept even if a later step fails
+    (Path(args.work) / f"{args.name}-timings.json").write_text(json.dumps(timings))
     rows = {}
     for name, folder in folders.items():
         rows[name] = {key: statistics.median(values) for key, values in timings[name].items()}

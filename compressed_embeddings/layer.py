@@ -192,8 +192,14 @@ class CompressedEmbedding(nn.Module):
 
     @property
     def is_linear(self) -> bool:
-        """Whether the decoder is a single linear map (then a tied head can run in code space)."""
+        """Whether the decoder is a single linear map."""
         return isinstance(self.decoder, nn.Linear)
+
+    @property
+    def head_in_code_space(self) -> bool:
+        """Whether a tied head computes `(h W) C^T + h . b` instead of decoding `E`: a linear decoder over float or
+        int8 codes (packed codes cost more to unpack than the product saves)."""
+        return self.is_linear and self.codes is not None
 
     # ------------------------------------------------------------------ compute
     @property
@@ -307,7 +313,7 @@ class CompressedOutputHead(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         embedding = self.embedding
-        if embedding.is_linear and embedding.codes is not None:
+        if embedding.head_in_code_space:
             decoder = embedding.decoder
             projected = hidden_states @ decoder.weight  # (..., d) @ (d, k) -> (..., k)
             logits = F.linear(projected, embedding.dense_codes())
@@ -339,6 +345,6 @@ class CompressedOutputHead(nn.Module):
         return cached[1]
 
     def extra_repr(self) -> str:
-        mode = "code-space" if self.embedding.is_linear and self.embedding.codes is not None else "decoded"
+        mode = "code-space" if self.embedding.head_in_code_space else "decoded"
         size = f"V={self.out_features}, k={self.embedding.code_dim}"
         return f"tied to CompressedEmbedding({size}), {mode}, bias={self.bias is not None}"

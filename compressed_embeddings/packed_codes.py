@@ -71,11 +71,11 @@ def pack(values: torch.Tensor, widths: list[int]) -> torch.Tensor:
 def unpack(packed: torch.Tensor, widths: list[int]) -> torch.Tensor:
     """The integer codes (`n x k`, int64) of packed rows (`n x row_bytes(widths)` uint8); inverse of `pack`."""
     shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
-    bits = ((packed.unsqueeze(-1) >> shifts) & 1).view(packed.shape[0], -1).to(torch.int64)
+    bits = ((packed.unsqueeze(-1) >> shifts) & 1).view(packed.shape[0], -1)  # uint8: one byte per bit
     values = torch.zeros(packed.shape[0], len(widths), dtype=torch.int64, device=packed.device)
     start = 0
     for plane, count in enumerate(_plane_widths(widths)):
-        values[:, :count] |= bits[:, start : start + count] << plane
+        values[:, :count] |= bits[:, start : start + count].to(torch.int64) << plane
         start += ((count + 7) // 8) * 8
     return values
 
@@ -176,9 +176,13 @@ class PackedCodes(nn.Module):
             cache[tier, device] = sizes.cumsum(0).to(device)
         return cache[tier, device]
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """The decoded codes (`... x k`, codebook dtype) of the rows `ids`."""
+    def lookup(self, ids: torch.Tensor, chunk_rows: int = 8192) -> torch.Tensor:
+        """The decoded codes (`... x k`, codebook dtype) of the rows `ids` (unpacked `chunk_rows` at a time, so that
+        decoding every row needs no more than a chunk's worth of bits at once)."""
         flat = ids.reshape(-1)
+        if flat.shape[0] > chunk_rows:
+            parts = [self.lookup(flat[start : start + chunk_rows]) for start in range(0, flat.shape[0], chunk_rows)]
+            return torch.cat(parts).view(*ids.shape, self.width)
         tiers = self.row_tiers[flat].to(torch.int64)
         positions = self._row_positions()[flat]
         out = torch.empty(flat.shape[0], self.width, dtype=self.codebooks[0].dtype, device=flat.device)
