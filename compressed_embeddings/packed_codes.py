@@ -88,7 +88,8 @@ class PackedCodes(nn.Module):
     Args:
         bits (`list[list[int]]`): per tier, the bit width of each column (non-increasing, 0 to 8).
         tier_sizes (`list[int]`): rows in each tier.
-        device, dtype: of the codebooks.
+        device (`torch.device` or `str`, *optional*): where the tensors live.
+        dtype (`torch.dtype`, *optional*): of the codebooks.
 
     Example:
 
