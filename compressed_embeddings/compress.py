@@ -57,10 +57,19 @@ class CompressionReport:
         return asdict(self)
 
     def __str__(self) -> str:
+        bits = self.config.code_bits if self.config is not None else None
+        if bits:  # packed integer codes: parameters are bytes, not values; say how many bits a code entry takes
+            sizes = self.config.tier_sizes
+            mean_bits = sum(n * sum(w) for n, w in zip(sizes, bits)) / (self.num_embeddings * self.code_dim)
+            size = f"packed codes {self.num_embeddings} x {self.code_dim} ({mean_bits:.2f} bits each) + decoder ("
+        else:
+            size = (
+                f"codes {self.num_embeddings} x {self.code_dim} + decoder; {self.original_parameters:,} -> "
+                f"{self.stored_parameters:,} parameters (ratio {self.compression_ratio:.2f}x; "
+            )
         return (
-            f"{self.method}: {self.num_embeddings} x {self.embedding_dim} -> codes {self.num_embeddings} x "
-            f"{self.code_dim} + decoder; {self.original_parameters:,} -> {self.stored_parameters:,} parameters "
-            f"(ratio {self.compression_ratio:.2f}x; {self.stored_bytes / 2**20:.2f} MiB stored, "
+            f"{self.method}: {self.num_embeddings} x {self.embedding_dim} -> {size}"
+            f"{self.stored_bytes / 2**20:.2f} MiB stored, "
             f"{self.bytes_ratio_vs_fp32:.2f}x vs fp32, {self.bytes_ratio_vs_bf16:.2f}x vs bf16); "
             f"mean cosine {self.mean_cosine:.4f} (min {self.min_cosine:.4f}), "
             f"relative Frobenius error {self.relative_frobenius_error:.4f}; {self.wall_time_s:.1f} s"
