@@ -147,7 +147,7 @@ def transform_coding(
 
     generator = torch.Generator().manual_seed(config.seed)
     values = torch.zeros(num_rows, d, dtype=torch.int64)
-    decoded = torch.zeros(num_rows, d, dtype=torch.float32)
+    squared_error = 0.0
     codebooks = []
     steps = tqdm(total=sum(len(w) for w in bits), desc="transform coding", disable=not show_progress)
     for tier, widths in enumerate(bits):
@@ -156,14 +156,14 @@ def transform_coding(
         for column, width in enumerate(widths):
             centroids, index = lloyd_max(rotated[rows, column], 2**width, generator)
             values[rows, column] = index
-            decoded[rows, column] = centroids[index]
+            squared_error += (centroids[index] - rotated[rows, column]).double().pow(2).sum().item()
             book.append(centroids)
             steps.update()
         codebooks.append(torch.cat(book))
     steps.close()
     decoder_matrix = axes.T @ inverse  # E_hat = Z_hat (P^T A^-1) + mu A^-1
     state = {"weight": decoder_matrix.T.float().contiguous(), "bias": (mean @ inverse).float()}
-    error = (decoded.double() - rotated.double()).pow(2).sum() / rotated.double().pow(2).sum().clamp_min(1e-30)
+    error = squared_error / max(rotated.double().pow(2).sum().item(), 1e-30)  # relative, in the transformed space
     return MethodOutput(
         codes=None,
         decoder_state=state,
