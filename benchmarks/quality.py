@@ -5,18 +5,18 @@
         --output /tmp/quality-smoke               # a smoke run: minutes, meaningless numbers
 
 SmolLM2-135M-Instruct (tied LM head, fp32): for each ratio, transform coding (`method="transform_coding"`, data-free
-and with calibration statistics from the calibration splits: token counts and the head-input second moment over
-their first 16,384 tokens), SVD and the paper's autoencoder (full published
-recipe unless `--ae-epochs`) with the tied head compressed (the library's compressed model, code-space head) and
-input-only (the decoded rows as input embedding, the original matrix kept as output head), and SVD with its codes
-stored as int8 (per-row scales) at the same bytes. "CR" is bytes of the fp32 embedding / every byte stored for it
-(codes, scales, decoder), measured on the layer's tensors. Perplexity on the recorded *test* splits of Brown and of
-the Wikipedia articles (`compressed_embeddings.assets.text_splits`), sliding windows; fidelity of the decoded
-matrix (mean/min row cosine, relative Frobenius error, norm ratio, and the cosine weighted by token counts on the
-calibration splits). Scalar rounding of the matrix (int8 per row, int4 / int3 in groups of 32 with one fp16 scale
-per group, and int3 with the rows of the 4,096 tokens most frequent on the calibration text kept in int8, to show
-what frequency-aware allocation buys) is measured beside them as the reference the issue compares against; it is
-applied to the matrix directly (its bytes are counted analytically), it is not a stored format of this library.
+and with calibration statistics from the calibration splits: token counts, and the head-input second moment and mean
+predicted next-token distribution over 16,384 tokens of their documents in a seeded random order), SVD and the paper's
+autoencoder (full published recipe unless `--ae-epochs`) with the tied head compressed (the library's compressed model,
+code-space head) and input-only (the decoded rows as input embedding, the original matrix kept as output head), and SVD
+with its codes stored as int8 (per-row scales) at the same bytes. "CR" is bytes of the fp32 embedding / every byte
+stored for it (codes, scales, decoder), measured on the layer's tensors. Perplexity on the recorded *test* splits of
+Brown and of the Wikipedia articles (`compressed_embeddings.assets.text_splits`), sliding windows; fidelity of the
+decoded matrix (mean/min row cosine, relative Frobenius error, norm ratio, and the cosine weighted by token counts on
+the calibration splits). Scalar rounding of the matrix (int8 per row, int4 / int3 in groups of 32 with one fp16 scale
+per group, and int3 with the rows of the 4,096 tokens most frequent on the calibration text kept in int8, to show what
+frequency-aware allocation buys) is measured beside them as the reference the issue compares against; it is applied to
+the matrix directly (its bytes are counted analytically), it is not a stored format of this library.
 
 all-MiniLM-L6-v2 (an encoder): cosine between the original's and the compressed model's mean-pooled sentence
 embeddings on the Rotten Tomatoes validation sentences, per method and ratio.
@@ -174,34 +174,37 @@ class LanguageModelBench:
         return self.row(name, "tied", None, stored, rounded, model, seconds)
 
 
-def minilm_rows(ratios: list[float], ae_epochs: int | None, max_sentences: int) -> list[dict]:
+def minilm_rows(ratios: list[float], ae_epochs: int | None, max_sentences: int, cached) -> list[dict]:
     path = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     original = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
     matrix = original.get_input_embeddings().weight.detach()
     sentences = [text for text, _ in rotten_tomatoes_splits()["validation"]][:max_sentences]
+
+    def one(name: str, config: CompressedEmbeddingConfig, ratio: float) -> dict:
+        model = compress_model(copy.deepcopy(original), config, show_progress=False).eval()
+        similarity = sentence_embedding_similarity(original, model, tokenizer, sentences, show_progress=False)
+        report = model.compression_report
+        row = {
+            "model": "all-MiniLM-L6-v2",
+            "method": name,
+            "target_ratio": ratio,
+            "ratio_vs_fp32": report.bytes_ratio_vs_fp32,
+            "mean_cosine": report.mean_cosine,
+            "sentence_cosine_mean": similarity["mean_cosine"],
+            "sentence_cosine_min": similarity["min_cosine"],
+            "num_sentences": len(sentences),
+        }
+        cosine = similarity["mean_cosine"]
+        print(f"  MiniLM {name:22s} CR {report.bytes_ratio_vs_fp32:6.2f}  sentence cos {cosine:.4f}", flush=True)
+        return row
+
     rows = []
     for ratio in ratios:
         for name, config in configs(ratio, *matrix.shape, ae_epochs).items():
             if name == CALIBRATED:  # an encoder without output head: only token counts would change
                 continue
-            model = compress_model(copy.deepcopy(original), config, show_progress=False).eval()
-            similarity = sentence_embedding_similarity(original, model, tokenizer, sentences, show_progress=False)
-            report = model.compression_report
-            rows.append(
-                {
-                    "model": "all-MiniLM-L6-v2",
-                    "method": name,
-                    "target_ratio": ratio,
-                    "ratio_vs_fp32": report.bytes_ratio_vs_fp32,
-                    "mean_cosine": report.mean_cosine,
-                    "sentence_cosine_mean": similarity["mean_cosine"],
-                    "sentence_cosine_min": similarity["min_cosine"],
-                    "num_sentences": len(sentences),
-                }
-            )
-            cosine = similarity["mean_cosine"]
-            print(f"  MiniLM {name:22s} CR {report.bytes_ratio_vs_fp32:6.2f}  sentence cos {cosine:.4f}", flush=True)
+            rows += cached(f"minilm:{name}@{ratio}", lambda n=name, c=config, r=ratio: [one(n, c, r)])
     return rows
 
 
@@ -390,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"meta": meta, "language_model": {"baseline": bench.baseline, "rows": rows}}
     if not args.skip_minilm:
         print("all-MiniLM-L6-v2", flush=True)
-        results["minilm"] = minilm_rows(args.ratios, args.ae_epochs, args.max_sentences)
+        results["minilm"] = minilm_rows(args.ratios, args.ae_epochs, args.max_sentences, cached)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, args.output / "quality.png")

@@ -1,8 +1,10 @@
 """A short pass over generic text that tells a compression method which errors matter.
 
-Two statistics, both task-agnostic and cheap (one forward pass over a few thousand tokens, no training):
+Three statistics, all task-agnostic and cheap (one forward pass over a few thousand tokens, no training):
 
 - token counts: frequent tokens are looked up most often, so their rows deserve more bits;
+- the mean predicted probability of each token: an error in a tied head's row of token `v` costs (to second order
+  in the KL divergence of the next-token distribution) in proportion to `p_v`, so likely tokens deserve more bits;
 - the second moment `E[h h^T]` of the hidden states entering the output head: an error `delta` in a tied head's row
   changes that token's logit by `h . delta`, whose mean square is `delta^T E[h h^T] delta`. Measuring the error in
   that metric (instead of plain Euclidean or cosine) is what keeps perplexity close to the original.
@@ -30,15 +32,21 @@ class CalibrationStats:
         output_second_moment (`torch.Tensor` or `None`): float64 `(d, d)`, `E[h h^T]` over the hidden states that
             entered the output head; `None` for a model without one.
         num_tokens (`int`): hidden states the moment was averaged over.
+        output_probability (`torch.Tensor` or `None`): float64 `(V,)`, the model's next-token distribution averaged
+            over the same positions (sums to 1); `None` for a model without an output head.
     """
 
     token_counts: torch.Tensor
     output_second_moment: torch.Tensor | None
     num_tokens: int
+    output_probability: torch.Tensor | None = None
 
 
-def _first_tokens(tokenizer: Any, texts: list[str], max_tokens: int) -> list[int]:
-    """The first `max_tokens` tokens of the joined texts, tokenizing only as many documents as needed."""
+def _first_tokens(tokenizer: Any, texts: list[str], max_tokens: int, seed: int = 0) -> list[int]:
+    """The first `max_tokens` tokens of the texts joined in a seeded random order (so that a list that runs through
+    one source after another is sampled across all of them), tokenizing only as many documents as needed."""
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
+    texts = [texts[i] for i in order]
     count = 1
     while True:  # double the number of documents until the joined prefix holds enough tokens
         ids = tokenizer(DOCUMENT_SEPARATOR.join(texts[:count]))["input_ids"]
@@ -58,7 +66,8 @@ def collect_calibration(
     batch_size: int = 4,
     show_progress: bool = True,
 ) -> CalibrationStats:
-    """Count tokens over all `texts` and average `h h^T` of the output head's inputs over their first `max_tokens`.
+    """Count tokens over all `texts`; average `h h^T` of the output head's inputs and the predicted next-token
+    distribution over their first `max_tokens`.
 
     The documents are joined with `DOCUMENT_SEPARATOR`, tokenized once and cut into independent windows of
     `max_length` tokens. Run it on the original (uncompressed) model.
@@ -87,16 +96,19 @@ def collect_calibration(
         raise ValueError("The calibration texts are empty after tokenization; give some text.")
     d = model.get_input_embeddings().weight.shape[1]
     moment = torch.zeros(d, d, dtype=torch.float64)
+    probability = torch.zeros(vocab, dtype=torch.float64)
     seen = 0
 
-    def accumulate(module, inputs):
-        nonlocal moment, seen
+    def accumulate(module, inputs, output):
+        nonlocal moment, probability, seen
         hidden = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double().cpu()
         moment += hidden.T @ hidden
         seen += hidden.shape[0]
+        for logits in output.detach().reshape(-1, output.shape[-1]).split(512):  # softmax a slice at a time
+            probability += logits.float().softmax(-1).sum(0)[:vocab].double().cpu()
 
     device = _model_device(model)
-    handle = head.register_forward_pre_hook(accumulate)
+    handle = head.register_forward_hook(accumulate)
     was_training = model.training
     model.eval()
     try:
@@ -109,4 +121,4 @@ def collect_calibration(
     finally:
         handle.remove()
         model.train(was_training)
-    return CalibrationStats(counts, moment / max(seen, 1), seen)
+    return CalibrationStats(counts, moment / max(seen, 1), seen, probability / max(seen, 1))

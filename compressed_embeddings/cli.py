@@ -156,8 +156,12 @@ def compress_command_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--calibration-tokens", type=int, default=16384, help="Tokens of calibration text run through the model."
     )
-    parser.add_argument("--frequent-tokens", type=int, help="transform_coding: tokens given more bits (2048).")
-    parser.add_argument("--frequent-bits", type=float, help="transform_coding: their bits per entry (6).")
+    parser.add_argument(
+        "--first-tier-rows", type=int, help="transform_coding: rows of the most important tier; tiers double (128)."
+    )
+    parser.add_argument(
+        "--input-weight", type=float, help="transform_coding: weight of input frequency in a row's importance (1)."
+    )
     parser.add_argument("--epochs", type=int, help="Autoencoder epochs (default: the paper's 30).")
     parser.add_argument("--max-steps", type=int, help="Stop the autoencoder after this many steps.")
     parser.add_argument("--batch-size", type=int, help="Autoencoder batch size (default 32).")
@@ -213,8 +217,8 @@ def compress_command(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "compress_output_head": not args.input_only,
         "base_model": args.base_model,
-        "frequent_tokens": args.frequent_tokens,
-        "frequent_bits": args.frequent_bits,
+        "first_tier_rows": args.first_tier_rows,
+        "input_weight": args.input_weight,
     }
     config = CompressedEmbeddingConfig(**{k: v for k, v in fields.items() if v is not None})
     calibration_texts = None

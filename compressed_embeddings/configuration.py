@@ -24,7 +24,7 @@ import transformers
 from transformers import PreTrainedConfig
 from transformers.utils import logging
 
-from .packed_codes import MAX_BITS, check_layout
+from .packed_codes import check_layout
 from .version import FORMAT_VERSION, __version__
 
 logger = logging.get_logger(__name__)
@@ -143,12 +143,15 @@ class CompressedEmbeddingConfig:
             Storage of the codes: `"float16"`, `"bfloat16"`, or `"int8"` with one scale per row (dequantised on the
             fly; frozen). Default: the model's dtype. Counted in `CompressionReport.stored_bytes`. `"packed"` (set by
             and only for `method="transform_coding"`): integers of 0-8 bits indexing per-column codebooks.
-        frequent_tokens (`int`, *optional*, defaults to 2048):
-            `transform_coding`: the number of most frequent tokens (counted on the calibration text) whose rows get
-            `frequent_bits` bits per entry; the others share what is left of the budget. 0, or no calibration: one
-            tier.
-        frequent_bits (`float`, *optional*, defaults to 6.0):
-            `transform_coding`: mean bits per entry of the frequent tokens' codes.
+        first_tier_rows (`int`, *optional*, defaults to 128):
+            `transform_coding` with calibration: rows ranked by importance (see `input_weight`) are grouped in tiers
+            of `first_tier_rows`, `first_tier_rows`, then twice as many rows as the tier before, the last tier taking
+            what is left; the bits go where they buy the most (importance-weighted) distortion. 0, or no
+            calibration: one tier.
+        input_weight (`float`, *optional*, defaults to 1.0):
+            `transform_coding` with calibration: a row's importance is the token's mean predicted probability (its
+            weight in the tied head's error) plus `input_weight` times its frequency in the calibration text (its
+            weight as an input).
         code_bits (`list[list[int]]`, *optional*):
             Bits of each code column, per tier (packed codes). Filled by the method; not meant to be set by hand.
         tier_sizes (`list[int]`, *optional*):
@@ -206,8 +209,8 @@ class CompressedEmbeddingConfig:
     freeze_codes: bool = field(default=True, metadata={"help": "Freeze codes during fine-tuning."})
     compress_output_head: bool = field(default=True, metadata={"help": "Tie a tied head to the codes."})
     codes_dtype: str | None = field(default=None, metadata={"help": f"Codes storage: None or one of {CODES_DTYPES}."})
-    frequent_tokens: int = field(default=2048, metadata={"help": "transform_coding: rows given more bits."})
-    frequent_bits: float = field(default=6.0, metadata={"help": "transform_coding: their bits per entry."})
+    first_tier_rows: int = field(default=128, metadata={"help": "transform_coding: rows in the first tier."})
+    input_weight: float = field(default=1.0, metadata={"help": "transform_coding: weight of input frequency."})
     code_bits: list[list[int]] | None = field(default=None, metadata={"help": "Packed codes: bits per column."})
     tier_sizes: list[int] | None = field(default=None, metadata={"help": "Packed codes: rows per tier."})
     # Filled by compress_model.
@@ -310,10 +313,10 @@ class CompressedEmbeddingConfig:
         transform = self.method == "transform_coding"
         if transform != (self.codes_dtype == "packed"):
             self._fail("codes_dtype", "'packed' with method='transform_coding' (and only with it)")
-        if not _is_int(self.frequent_tokens) or self.frequent_tokens < 0:
-            self._fail("frequent_tokens", "an integer >= 0")
-        if not _is_number(self.frequent_bits) or not 0 < self.frequent_bits <= MAX_BITS:
-            self._fail("frequent_bits", f"a number in (0, {MAX_BITS}]")
+        if not _is_int(self.first_tier_rows) or self.first_tier_rows < 0:
+            self._fail("first_tier_rows", "an integer >= 0")
+        if not _is_number(self.input_weight) or not 0 <= self.input_weight < float("inf"):
+            self._fail("input_weight", "a finite number >= 0")
         if not transform:
             return
         if self.decoder_hidden_dims:

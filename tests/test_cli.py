@@ -129,7 +129,7 @@ def test_compress_command_calibrates_transform_coding(tmp_path, input_ids):
     text.write_text(" ".join(f"w{4 + (i * 7) % 90}" for i in range(300)))
     output = tmp_path / "out"
     result = run_cli(
-        "compress", str(source), "--method", "transform_coding", "--ratio", "3", "--frequent-tokens", "10",
+        "compress", str(source), "--method", "transform_coding", "--ratio", "3", "--first-tier-rows", "10",
         "--calibration-text", str(text), "--output", str(output), "--quiet",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -2,16 +2,19 @@
 
 The rows of `E` (`V x d`) are mapped to `Y = E A` (`A = I`, or with calibration and a tied output head
 `A = M^(1/2)` for `M = E[h h^T]` of the hidden states entering the head: then a squared error in `Y` is the
-mean squared error of the logits), centred and rotated onto their principal axes, `Z = (Y - mu) P`. Each column of
-`Z` gets an integer number of bits by greedy reverse water-filling (the next bit goes where it removes the most
-expected distortion), and is quantised by a 1-D Lloyd-Max codebook of `2^bits` values fitted to that column. Rows
-of frequent tokens (counted on calibration text) form their own tier with `frequent_bits` bits per entry.
+mean squared error of the logits), centred and rotated onto their principal axes, `Z = (Y - mu) P`. With
+calibration, every row gets an importance `w_v` (the token's mean predicted probability, which weighs its logit's
+error in the KL divergence, plus `input_weight` times its frequency as an input) and rows are grouped by importance
+in tiers of doubling size. Each (tier, column) gets an integer number of bits by greedy marginal analysis (the next
+bit goes where it removes the most importance-weighted expected distortion per stored bit, codebook growth
+included), and is quantised by a 1-D Lloyd-Max codebook of `2^bits` values fitted to that tier's column.
 
 Decoding is linear: `E_hat = Z_hat (P^T A^-1) + mu A^-1`, so the decoder is one `Linear(d, d)` and the stored bytes
 are the packed codes, the codebooks, the tier of each row and that decoder, all counted against the budget
 `bytes(E) / compression_ratio`.
 """
 
+import heapq
 import math
 
 import torch
@@ -26,27 +29,53 @@ _GAUSSIAN_DISTORTION = (1.0, 0.3634, 0.1175, 0.03454, 0.009497, 0.002499, 0.0006
 LLOYD_ITERATIONS = 20
 
 
-def allocate_bits(variances: torch.Tensor, total_bits: int, max_bits: int = MAX_BITS) -> list[int]:
-    """Integer bits per column, summing to `total_bits` (at most `max_bits` each), added one at a time where the
-    expected distortion `variance * D(bits)` drops most; returned sorted in non-increasing order.
+def allocate_bits(
+    variances: torch.Tensor,
+    budget_bits: float,
+    tier_sizes: list[int] | None = None,
+    weights: list[float] | None = None,
+    codebook_bits: int = 0,
+    max_bits: int = MAX_BITS,
+) -> list[list[int]]:
+    """Integer bits per (tier, column), added one at a time where `weight_t * variance[t, i] * (D(b) - D(b + 1))`
+    (the expected distortion it removes, `D` the Lloyd-Max distortion of a unit Gaussian) per stored bit is
+    largest, while the bits stored (`tier_size` per row bit, plus `codebook_bits` per codebook entry added) fit in
+    `budget_bits`. `variances` is `T x k` (or `k` for one tier); each tier's list is returned in non-increasing order.
 
     Example:
 
     ```python
     >>> import torch
     >>> allocate_bits(torch.tensor([16.0, 1.0, 0.01]), 5)
-    [4, 1, 0]
+    [[4, 1, 0]]
+    >>> allocate_bits(torch.tensor([[1.0, 1.0], [1.0, 1.0]]), 12, tier_sizes=[2, 2], weights=[10.0, 1.0])
+    [[2, 2], [1, 1]]
     ```
     """
-    table = torch.tensor(_GAUSSIAN_DISTORTION[: max_bits + 1] + (0.0,), dtype=torch.float64)
-    variances = variances.double().clamp_min(0)
-    total_bits = max(0, min(int(total_bits), max_bits * variances.numel()))
-    bits = torch.zeros(variances.numel(), dtype=torch.int64)
-    for _ in range(total_bits):
-        gain = variances * (table[bits] - table[bits + 1])
-        gain[bits >= max_bits] = -1.0
-        bits[int(gain.argmax())] += 1
-    return sorted(bits.tolist(), reverse=True)
+    variances = variances.double().clamp_min(0).reshape(-1, variances.shape[-1]).tolist()
+    tier_sizes = tier_sizes or [1] * len(variances)
+    weights = weights or [1.0] * len(variances)
+    table = _GAUSSIAN_DISTORTION
+    bits = [[0] * len(row) for row in variances]
+
+    def candidate(tier: int, column: int) -> tuple[float, int, int, int]:
+        width = bits[tier][column]
+        cost = tier_sizes[tier] + codebook_bits * 2**width
+        gain = weights[tier] * variances[tier][column] * (table[width] - table[width + 1])
+        return (-gain / max(cost, 1), tier, column, cost)
+
+    heap = [candidate(t, i) for t in range(len(variances)) for i in range(len(variances[t]))]
+    heapq.heapify(heap)
+    used = 0
+    while heap:
+        _, tier, column, cost = heapq.heappop(heap)
+        if used + cost > budget_bits:
+            continue  # a cheaper step elsewhere may still fit
+        used += cost
+        bits[tier][column] += 1
+        if bits[tier][column] < max_bits:
+            heapq.heappush(heap, candidate(tier, column))
+    return [sorted(widths, reverse=True) for widths in bits]
 
 
 def lloyd_max(values: torch.Tensor, levels: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,16 +107,54 @@ def _metric(config: CompressedEmbeddingConfig, calibration, d: int) -> tuple[tor
     return (vectors * values.sqrt()) @ vectors.T, (vectors / values.sqrt()) @ vectors.T
 
 
-def _tiers(config: CompressedEmbeddingConfig, calibration, num_rows: int) -> torch.Tensor:
-    """Tier of every row: 0 for the `frequent_tokens` most frequent (ties: lower id first), 1 for the rest."""
-    tiers = torch.zeros(num_rows, dtype=torch.int64)
-    if calibration is None or not 0 < config.frequent_tokens < num_rows:
-        return tiers
-    counts = calibration.token_counts.to(torch.int64)
+def row_importance(calibration, num_rows: int, input_weight: float) -> torch.Tensor | None:
+    """`w_v` (sums to 1): mean predicted probability (when measured) + `input_weight` x frequency of each token, with
+    a floor of 1 % of the mass spread over all rows (a token unseen in calibration text is not worthless)."""
+    if calibration is None:
+        return None
+    counts = calibration.token_counts.double()
     if counts.shape != (num_rows,):
         raise ValueError(f"Calibration token counts have shape {tuple(counts.shape)}; expected ({num_rows},).")
-    order = torch.sort(counts, descending=True, stable=True).indices
-    tiers[order[config.frequent_tokens :]] = 1
+    weight = input_weight * counts / counts.sum().clamp_min(1)
+    probability = getattr(calibration, "output_probability", None)
+    if probability is not None:
+        weight = weight + probability.double()[:num_rows]
+    if not weight.sum() > 0:
+        return None
+    return 0.99 * weight / weight.sum() + 0.01 / num_rows
+
+
+def tier_sizes_for(num_rows: int, first_tier_rows: int) -> list[int]:
+    """`first, first, 2 first, 4 first, ...` rows, doubling while the rest holds at least one more such
+    tier; the last tier takes the rest.
+
+    Example:
+
+    ```python
+    >>> tier_sizes_for(1000, 100)
+    [100, 100, 200, 600]
+    ```
+    """
+    if not 0 < first_tier_rows < num_rows:
+        return [num_rows]
+    sizes = [first_tier_rows]
+    size = first_tier_rows
+    while sum(sizes) + 2 * size <= num_rows:
+        sizes.append(size)
+        size *= 2
+    return sizes + [num_rows - sum(sizes)]
+
+
+def _tiers(importance: torch.Tensor | None, num_rows: int, first_tier_rows: int) -> torch.Tensor:
+    """Tier of every row: rows ranked by importance (ties: lower id first) cut by `tier_sizes_for`."""
+    tiers = torch.zeros(num_rows, dtype=torch.int64)
+    if importance is None:
+        return tiers
+    order = torch.sort(importance, descending=True, stable=True).indices
+    start = 0
+    for tier, size in enumerate(tier_sizes_for(num_rows, first_tier_rows)):
+        tiers[order[start : start + size]] = tier
+        start += size
     return tiers
 
 
@@ -95,6 +162,33 @@ def _stored_bytes(bits: list[list[int]], sizes: list[int], d: int, element_size:
     codes = sum(n * row_bytes(widths) for n, widths in zip(sizes, bits))
     codebooks = sum(2**b for widths in bits for b in widths) * element_size
     return codes + codebooks + (d * d + d) * element_size + sum(sizes)  # + decoder + one tier byte per row
+
+
+def _fill_padding(
+    bits: list[list[int]], variances: torch.Tensor, weights: list[float], spare_bytes: float, element_size: int
+) -> list[list[int]]:
+    """Spend the padding of the bit planes: while a plane of a tier has unused bits in its last byte, give one to
+    the column of that tier one bit short of it that gains most (only its codebook grows, within `spare_bytes`)."""
+    bits = [list(widths) for widths in bits]
+    planes = [[sum(b > j for b in widths) for j in range(MAX_BITS)] for widths in bits]  # columns in each plane
+    table = _GAUSSIAN_DISTORTION
+    while True:
+        best = None
+        for tier, widths in enumerate(bits):
+            for column, width in enumerate(widths):
+                if width >= MAX_BITS or 2**width * element_size > spare_bytes:
+                    continue
+                if planes[tier][width] % 8 == 0:  # plane `width` has no free bit in its last byte
+                    continue
+                gain = weights[tier] * float(variances[tier, column]) * (table[width] - table[width + 1])
+                if best is None or gain > best[0]:
+                    best = (gain, tier, column)
+        if best is None or best[0] <= 0:
+            return [sorted(widths, reverse=True) for widths in bits]
+        _, tier, column = best
+        spare_bytes -= 2 ** bits[tier][column] * element_size
+        planes[tier][bits[tier][column]] += 1
+        bits[tier][column] += 1
 
 
 @register_method("transform_coding")
@@ -120,30 +214,36 @@ def transform_coding(
     axes = axes * torch.where(signs == 0, 1.0, signs)
     rotated = (transformed @ axes).float()
     del transformed
-    tiers = _tiers(config, calibration, num_rows)
+    importance = row_importance(calibration, num_rows, config.input_weight)
+    tiers = _tiers(importance, num_rows, config.first_tier_rows)
     sizes = torch.bincount(tiers, minlength=int(tiers.max()) + 1).tolist()
-    variances = [rotated[tiers == tier].var(0, unbiased=False) for tier in range(len(sizes))]
+    variances = torch.stack([rotated[tiers == tier].var(0, unbiased=False) for tier in range(len(sizes))])
+    weights = [1.0] if importance is None else [float(importance[tiers == t].sum()) for t in range(len(sizes))]
 
-    def allocation(rest_bits: int) -> list[list[int]]:
-        if len(sizes) == 1:
-            return [allocate_bits(variances[0], rest_bits)]
-        return [allocate_bits(variances[0], round(config.frequent_bits * d)), allocate_bits(variances[1], rest_bits)]
-
-    lo, hi = 0, MAX_BITS * d  # the most bits per row of the last tier that still fits the budget
-    if _stored_bytes(allocation(lo), sizes, d, element_size) > budget:
-        smallest = num_rows * d * element_size / _stored_bytes(allocation(lo), sizes, d, element_size)
+    fixed = _stored_bytes([[0] * d] * len(sizes), sizes, d, element_size)  # decoder, tier bytes, 1-entry codebooks
+    if fixed > budget:
         raise ValueError(
             f"compression_ratio={config.compression_ratio} is out of reach for a {num_rows} x {d} embedding with "
-            f"transform_coding (at most {smallest:.2f} with frequent_tokens={config.frequent_tokens}, "
-            f"frequent_bits={config.frequent_bits}). Ask for a smaller ratio, or fewer frequent tokens or bits."
+            f"transform_coding (at most {num_rows * d * element_size / fixed:.2f} with {len(sizes)} tier(s): the "
+            "decoder and codebooks alone take more). Ask for a smaller ratio, or fewer tiers (first_tier_rows)."
         )
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if _stored_bytes(allocation(mid), sizes, d, element_size) <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    bits = allocation(lo)
+
+    def allocation(target_bits: float) -> list[list[int]]:
+        return allocate_bits(variances, target_bits, sizes, weights, codebook_bits=8 * element_size)
+
+    # The greedy count ignores the padding of each bit plane to whole bytes: search the largest target that fits.
+    lo, hi = 0.0, 8.0 * (budget - fixed)
+    bits = allocation(hi)
+    if _stored_bytes(bits, sizes, d, element_size) > budget:
+        bits = allocation(lo)
+        for _ in range(16):
+            mid = (lo + hi) / 2
+            candidate = allocation(mid)
+            if _stored_bytes(candidate, sizes, d, element_size) <= budget:
+                lo, bits = mid, candidate
+            else:
+                hi = mid
+    bits = _fill_padding(bits, variances, weights, budget - _stored_bytes(bits, sizes, d, element_size), element_size)
 
     generator = torch.Generator().manual_seed(config.seed)
     values = torch.zeros(num_rows, d, dtype=torch.int64)
