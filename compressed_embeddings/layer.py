@@ -288,9 +288,8 @@ class CompressedOutputHead(nn.Module):
         # A plain attribute, not a submodule: the embedding is registered (and saved) once, where it lives.
         self.__dict__["_embedding"] = embedding
         if bias:
-            self.bias = nn.Parameter(
-                torch.zeros(embedding.num_embeddings, device=embedding.codes.device, dtype=embedding.compute_dtype)
-            )
+            decoder = next(embedding.decoder.parameters())  # float or packed codes: the decoder is always there
+            self.bias = nn.Parameter(torch.zeros(embedding.num_embeddings, device=decoder.device, dtype=decoder.dtype))
         else:
             self.register_parameter("bias", None)
 

@@ -210,3 +210,47 @@ def test_int8_codes_on_gpu(models):
         logits = model(input_ids=ids.to(DEVICE)).logits
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
     assert _relative_error(logits, reference) <= 0.1
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_transform_coding_on_gpu(family, dtype, tmp_path):
+    """Packed codes (uint8 bit planes + per-column codebooks) on the GPU in half precision: lookups, the tied head
+    (decoded and cached in eval mode), greedy generation, and save / reload straight onto the device."""
+    from compressed_embeddings import CalibrationStats
+
+    model = tiny_model(family, vocab_size=1000, **NO_DROPOUT.get(family, {}))
+    hidden = model.config.hidden_size
+    calibration = CalibrationStats(
+        (10_000 / torch.arange(1, 1001)).long(), torch.eye(hidden, dtype=torch.float64), 1, torch.full((1000,), 1e-3)
+    )
+    config = CompressedEmbeddingConfig.preset("transform_coding", compression_ratio=3, first_tier_rows=100)
+    model = compress_model(model, config, show_progress=False, calibration=calibration).eval()
+    ids = torch.randint(3, 999, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = model(input_ids=ids).logits
+    model = model.to(DEVICE, dtype)
+    layer = model.get_input_embeddings()
+    assert layer.codes is None and all(p.dtype == torch.uint8 and p.device.type == DEVICE for p in layer.packed.planes)
+    assert layer.packed.codebooks[0].dtype == dtype
+    with torch.no_grad():
+        rows = layer(ids.to(DEVICE))
+        logits = model(input_ids=ids.to(DEVICE)).logits
+    assert rows.dtype == dtype and logits.dtype == dtype and torch.isfinite(logits).all()
+    assert _relative_error(logits, reference) <= RELATIVE_TOLERANCE[dtype]
+    if family != "bert":
+        prompt = ids[:, :5].to(DEVICE)
+        with torch.no_grad():
+            output = model.generate(
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                pad_token_id=0,
+            )  # fmt: skip
+        assert output.shape == (2, 11) and output.device.type == DEVICE
+    model.save_pretrained(tmp_path)
+    loaded = FAMILIES[family].from_pretrained(tmp_path, dtype=dtype, device_map=DEVICE).eval()
+    saved = {name: tensor.cpu() for name, tensor in model.state_dict().items()}
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor.cpu(), saved[name]), name
+    with torch.no_grad():
+        again = loaded(input_ids=ids.to(DEVICE)).logits
+    assert _relative_error(again, logits.float().cpu()) <= RELATIVE_TOLERANCE[dtype]

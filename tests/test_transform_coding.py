@@ -278,3 +278,20 @@ def test_calibrated_transform_coding_keeps_smollm2_perplexity_at_ratio_10():
         f"\nSmolLM2 transform coding CR {report.bytes_ratio_vs_fp32:.2f}: "
         f"perplexity {original:.2f} -> {compressed:.2f}"
     )
+
+
+def test_masked_lm_head_with_a_bias_over_packed_codes(tmp_path):
+    """BERT's tied head carries its own bias: it is built (and saved) beside packed codes too."""
+    from transformers import AutoModelForMaskedLM
+
+    model = tiny_model("bert", vocab_size=600, hidden_size=16, hidden_dropout_prob=0.0).eval()
+    input_ids = torch.randint(0, 600, (2, 9), generator=torch.Generator().manual_seed(0))
+    config = CompressedEmbeddingConfig.preset("transform_coding", compression_ratio=2.5)
+    model = compress_model(model, config, show_progress=False)
+    head = model.get_output_embeddings()
+    assert head.embedding is model.get_input_embeddings() and head.bias.shape == (600,)
+    with torch.no_grad():
+        logits = model(input_ids).logits
+    model.save_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(AutoModelForMaskedLM.from_pretrained(tmp_path).eval()(input_ids).logits, logits)
