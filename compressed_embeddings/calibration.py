@@ -69,8 +69,9 @@ def collect_calibration(
     """Count tokens over all `texts`; average `h h^T` of the output head's inputs and the predicted next-token
     distribution over their first `max_tokens`.
 
-    The documents are joined with `DOCUMENT_SEPARATOR`, tokenized once and cut into independent windows of
-    `max_length` tokens. Run it on the original (uncompressed) model.
+    The documents, in a seeded random order, are joined with `DOCUMENT_SEPARATOR`, tokenized (only as many as
+    `max_tokens` needs) and cut into independent windows of `max_length` tokens. Run it on the original
+    (uncompressed) model.
 
     Example:
 
