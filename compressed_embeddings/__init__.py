@@ -10,7 +10,7 @@ Importing the package registers the compressed model types with `AutoConfig` / `
 """
 
 from .auto import DEFAULT_FAMILIES, register_default_families, register_family
-from .calibration import CalibrationStats, collect_calibration
+from .calibration import CalibrationStats, collect_calibration, random_token_calibration
 from .compress import (
     CompressionReport,
     UnsupportedModelError,
@@ -57,6 +57,7 @@ __all__ = [
     "__version__",
     "compress_embedding",
     "collect_calibration",
+    "random_token_calibration",
     "compress_model",
     "compressed_config_class",
     "compressed_model_class",

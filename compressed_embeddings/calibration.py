@@ -92,10 +92,62 @@ def collect_calibration(
         logger.info("The model has no output head: calibration collects token counts only.")
         return CalibrationStats(counts, None, 0)
     ids = _first_tokens(tokenizer, texts, max_tokens)
+    max_length = _window_length(model, max_length)
     windows = [ids[start : start + max_length] for start in range(0, len(ids), max_length)]
     if not windows:
         raise ValueError("The calibration texts are empty after tokenization; give some text.")
-    d = model.get_input_embeddings().weight.shape[1]
+    moment, probability, seen = _head_statistics(model, head, windows, batch_size, show_progress)
+    return CalibrationStats(counts, moment, seen, probability)
+
+
+@torch.no_grad()
+def random_token_calibration(
+    model: torch.nn.Module, *, num_tokens: int = 2048, max_length: int = 512, seed: int = 0, batch_size: int = 4
+) -> CalibrationStats:
+    """Calibration without any text: `E[h h^T]` of the output head's inputs over windows of uniformly random token
+    ids. The hidden states of a language model keep their dominant directions whatever the input, so this estimate
+    of the head's metric is far better than none (see the quality results); token counts and the predicted
+    distribution stay unmeasured (zero counts, `output_probability=None`). `compress_model` uses it for
+    `transform_coding` with a tied head when no calibration is given.
+
+    Example:
+
+    ```python
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=99, hidden_size=32, intermediate_size=37,
+    ...     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True))
+    >>> stats = random_token_calibration(model, num_tokens=64, max_length=32)
+    >>> stats.output_second_moment.shape, stats.num_tokens
+    (torch.Size([32, 32]), 64)
+    ```
+    """
+    if num_tokens < 1 or max_length < 1 or batch_size < 1:
+        raise ValueError("num_tokens, max_length and batch_size must be positive integers.")
+    vocab = model.get_input_embeddings().weight.shape[0]
+    counts = torch.zeros(vocab, dtype=torch.int64)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        return CalibrationStats(counts, None, 0)
+    ids = torch.randint(0, vocab, (num_tokens,), generator=torch.Generator().manual_seed(seed)).tolist()
+    max_length = _window_length(model, max_length)
+    windows = [ids[start : start + max_length] for start in range(0, num_tokens, max_length)]
+    moment, _, seen = _head_statistics(model, head, windows, batch_size, show_progress=False)
+    return CalibrationStats(counts, moment, seen)
+
+
+def _window_length(model: torch.nn.Module, max_length: int) -> int:
+    """`max_length`, capped at the positions the model has (e.g. BERT's 512, or fewer in a small config)."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return min(max_length, positions) if isinstance(positions, int) and positions > 0 else max_length
+
+
+@torch.no_grad()
+def _head_statistics(
+    model: torch.nn.Module, head: torch.nn.Module, windows: list[list[int]], batch_size: int, show_progress: bool
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """`E[h h^T]` of the head's inputs, the mean predicted next-token distribution, and the positions seen, over
+    independent windows of token ids."""
+    vocab, d = model.get_input_embeddings().weight.shape
     moment = torch.zeros(d, d, dtype=torch.float64)
     probability = torch.zeros(vocab, dtype=torch.float64)
     seen = 0
@@ -114,6 +166,7 @@ def collect_calibration(
     model.eval()
     try:
         # equal-length windows batch together; the shorter last one runs alone
+        max_length = len(windows[0])
         full = [w for w in windows if len(w) == max_length]
         batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)]
         batches += [[w] for w in windows if len(w) != max_length]
@@ -122,4 +175,4 @@ def collect_calibration(
     finally:
         handle.remove()
         model.train(was_training)
-    return CalibrationStats(counts, moment / max(seen, 1), seen, probability / max(seen, 1))
+    return moment / max(seen, 1), probability / max(seen, 1), seen

@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 from transformers.utils import logging
 
 from .auto import register_model_class
-from .calibration import CalibrationStats
+from .calibration import CalibrationStats, random_token_calibration
 from .configuration import CONFIG_KEY, CompressedEmbeddingConfig, compressed_config_class
 from .evaluation import embedding_fidelity
 from .hub import hub_model_id
@@ -247,7 +247,8 @@ def compress_model(
     that `AutoModel*` classes load back. A tied output head stays tied to the compressed representation
     (unless `config.compress_output_head=False`, which unties it and keeps the original output matrix); an
     untied head is left alone. The report is stored as `model.compression_report`. `calibration`
-    ([`collect_calibration`] on this model, before compressing it) feeds methods that use it (`transform_coding`).
+    ([`collect_calibration`] on this model, before compressing it) feeds methods that use it (`transform_coding`);
+    without it, `transform_coding` with a tied head uses [`random_token_calibration`] (no text).
 
     Example:
 
@@ -293,6 +294,9 @@ def compress_model(
         zero_padding_row=bool(padding_idx is not None and not weight[padding_idx].any()),
         base_model=config.base_model or hub_model_id(model.config.name_or_path),
     )
+    if calibration is None and spec.method == "transform_coding" and tied:
+        logger.info("No calibration given: estimating the tied head's metric from random token ids (no text).")
+        calibration = random_token_calibration(model)
     layer, report = compress_embedding(
         weight, spec, dtype=weight.dtype, show_progress=show_progress, calibration=calibration
     )

@@ -1,5 +1,6 @@
 """Transform coding (`method="transform_coding"`): packed codes, bit allocation, Lloyd-Max codebooks, calibration."""
 
+import copy
 import itertools
 import os
 
@@ -295,3 +296,23 @@ def test_masked_lm_head_with_a_bias_over_packed_codes(tmp_path):
     model.save_pretrained(tmp_path)
     with torch.no_grad():
         assert torch.equal(AutoModelForMaskedLM.from_pretrained(tmp_path).eval()(input_ids).logits, logits)
+
+
+def test_without_text_a_tied_head_is_calibrated_on_random_token_ids():
+    from compressed_embeddings import random_token_calibration
+
+    model = tiny_model("llama", "LlamaForCausalLM", vocab_size=600, hidden_size=16, tie_word_embeddings=True).eval()
+    stats = random_token_calibration(model, num_tokens=300, max_length=128)
+    assert stats.num_tokens == 300 and stats.output_probability is None and not stats.token_counts.any()
+    moment = stats.output_second_moment
+    assert moment.shape == (16, 16) and torch.allclose(moment, moment.T)
+    assert torch.linalg.eigvalsh(moment).min() > -1e-9 and moment.trace() > 0
+    config = CompressedEmbeddingConfig.preset("transform_coding", compression_ratio=2.5)
+    implicit = compress_model(copy.deepcopy(model), config, show_progress=False)
+    explicit = compress_model(
+        copy.deepcopy(model), config, show_progress=False, calibration=random_token_calibration(model)
+    )
+    for name, tensor in implicit.get_input_embeddings().state_dict().items():
+        assert torch.equal(tensor, explicit.get_input_embeddings().state_dict()[name]), name
+    euclidean, _ = compress_embedding(model.get_input_embeddings().weight, config, show_progress=False)
+    assert not torch.equal(euclidean.decoder.weight, implicit.get_input_embeddings().decoder.weight)
