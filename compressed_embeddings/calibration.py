@@ -34,12 +34,15 @@ class CalibrationStats:
         num_tokens (`int`): hidden states the moment was averaged over.
         output_probability (`torch.Tensor` or `None`): float64 `(V,)`, the model's next-token distribution averaged
             over the same positions (sums to 1); `None` for a model without an output head.
+        output_inputs (`torch.Tensor` or `None`): float32 `(n, d)`, a random sample of those hidden states (for
+            fitting to the original logits, `kl_steps`); `None` when not kept.
     """
 
     token_counts: torch.Tensor
     output_second_moment: torch.Tensor | None
     num_tokens: int
     output_probability: torch.Tensor | None = None
+    output_inputs: torch.Tensor | None = None
 
 
 def _first_tokens(tokenizer: Any, texts: list[str], max_tokens: int, seed: int = 0) -> list[int]:
@@ -64,14 +67,15 @@ def collect_calibration(
     max_tokens: int = 16384,
     max_length: int = 512,
     batch_size: int = 4,
+    keep_hidden_states: int = 8192,
     show_progress: bool = True,
 ) -> CalibrationStats:
     """Count tokens over all `texts`; average `h h^T` of the output head's inputs and the predicted next-token
     distribution over their first `max_tokens`.
 
     The documents, in a seeded random order, are joined with `DOCUMENT_SEPARATOR`, tokenized (only as many as
-    `max_tokens` needs) and cut into independent windows of `max_length` tokens. Run it on the original
-    (uncompressed) model.
+    `max_tokens` needs) and cut into independent windows of `max_length` tokens. A random `keep_hidden_states` of
+    the head's input states are kept (`output_inputs`, for `kl_steps`). Run it on the original (uncompressed) model.
 
     Example:
 
@@ -96,8 +100,9 @@ def collect_calibration(
     windows = [ids[start : start + max_length] for start in range(0, len(ids), max_length)]
     if not windows:
         raise ValueError("The calibration texts are empty after tokenization; give some text.")
-    moment, probability, seen = _head_statistics(model, head, windows, batch_size, show_progress)
-    return CalibrationStats(counts, moment, seen, probability)
+    moment, probability, seen, hidden = _head_statistics(model, head, windows, batch_size, show_progress)
+    keep = torch.randperm(hidden.shape[0], generator=torch.Generator().manual_seed(0))[:keep_hidden_states]
+    return CalibrationStats(counts, moment, seen, probability, hidden[keep.sort().values] if keep.numel() else None)
 
 
 @torch.no_grad()
@@ -131,7 +136,7 @@ def random_token_calibration(
     ids = torch.randint(0, vocab, (num_tokens,), generator=torch.Generator().manual_seed(seed)).tolist()
     max_length = _window_length(model, max_length)
     windows = [ids[start : start + max_length] for start in range(0, num_tokens, max_length)]
-    moment, _, seen = _head_statistics(model, head, windows, batch_size, show_progress=False)
+    moment, _, seen, _ = _head_statistics(model, head, windows, batch_size, show_progress=False)
     return CalibrationStats(counts, moment, seen)
 
 
@@ -144,17 +149,19 @@ def _window_length(model: torch.nn.Module, max_length: int) -> int:
 @torch.no_grad()
 def _head_statistics(
     model: torch.nn.Module, head: torch.nn.Module, windows: list[list[int]], batch_size: int, show_progress: bool
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """`E[h h^T]` of the head's inputs, the mean predicted next-token distribution, and the positions seen, over
-    independent windows of token ids."""
+) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+    """`E[h h^T]` of the head's inputs, the mean predicted next-token distribution, the positions seen and their
+    hidden states (float32), over independent windows of token ids."""
     vocab, d = model.get_input_embeddings().weight.shape
     moment = torch.zeros(d, d, dtype=torch.float64)
     probability = torch.zeros(vocab, dtype=torch.float64)
     seen = 0
+    states = []
 
     def accumulate(module, inputs, output):
         nonlocal moment, probability, seen
         hidden = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).double().cpu()
+        states.append(hidden.float())
         moment += hidden.T @ hidden
         seen += hidden.shape[0]
         for logits in output.detach().reshape(-1, output.shape[-1]).split(512):  # softmax a slice at a time
@@ -175,4 +182,4 @@ def _head_statistics(
     finally:
         handle.remove()
         model.train(was_training)
-    return moment / max(seen, 1), probability / max(seen, 1), seen
+    return moment / max(seen, 1), probability / max(seen, 1), seen, torch.cat(states)

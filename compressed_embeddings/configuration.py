@@ -152,6 +152,11 @@ class CompressedEmbeddingConfig:
             `transform_coding` with calibration: a row's importance is the token's mean predicted probability (its
             weight in the tied head's error) plus `input_weight` times its frequency in the calibration text (its
             weight as an input).
+        kl_steps (`int`, *optional*, defaults to 0):
+            `transform_coding` with calibration hidden states and a tied head: Adam steps that fit the codebooks and
+            the decoder (the codes stay) so that the head's next-token distribution matches the original's (KL
+            divergence on the stored hidden states), with the rows of frequent tokens held close to the original as
+            inputs. 0: no fitting.
         code_bits (`list[list[int]]`, *optional*):
             Bits of each code column, per tier (packed codes). Filled by the method; not meant to be set by hand.
         tier_sizes (`list[int]`, *optional*):
@@ -211,6 +216,7 @@ class CompressedEmbeddingConfig:
     codes_dtype: str | None = field(default=None, metadata={"help": f"Codes storage: None or one of {CODES_DTYPES}."})
     first_tier_rows: int = field(default=128, metadata={"help": "transform_coding: rows in the first tier."})
     input_weight: float = field(default=1.0, metadata={"help": "transform_coding: weight of input frequency."})
+    kl_steps: int = field(default=0, metadata={"help": "transform_coding: steps fitting codebooks to the logits."})
     code_bits: list[list[int]] | None = field(default=None, metadata={"help": "Packed codes: bits per column."})
     tier_sizes: list[int] | None = field(default=None, metadata={"help": "Packed codes: rows per tier."})
     # Filled by compress_model.
@@ -317,6 +323,8 @@ class CompressedEmbeddingConfig:
             self._fail("first_tier_rows", "an integer >= 0")
         if not _is_number(self.input_weight) or not 0 <= self.input_weight < float("inf"):
             self._fail("input_weight", "a finite number >= 0")
+        if not _is_int(self.kl_steps) or self.kl_steps < 0:
+            self._fail("kl_steps", "an integer >= 0")
         if not transform:
             return
         if self.decoder_hidden_dims:

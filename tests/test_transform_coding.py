@@ -316,3 +316,40 @@ def test_without_text_a_tied_head_is_calibrated_on_random_token_ids():
         assert torch.equal(tensor, explicit.get_input_embeddings().state_dict()[name]), name
     euclidean, _ = compress_embedding(model.get_input_embeddings().weight, config, show_progress=False)
     assert not torch.equal(euclidean.decoder.weight, implicit.get_input_embeddings().decoder.weight)
+
+
+def _head_kl(matrix: torch.Tensor, decoded: torch.Tensor, hidden: torch.Tensor) -> float:
+    teacher, student = (hidden @ matrix.T).log_softmax(-1), (hidden @ decoded.T).log_softmax(-1)
+    return (teacher.exp() * (teacher - student)).sum(-1).mean().item()
+
+
+def test_fitting_to_the_logits_lowers_the_heads_kl_divergence():
+    matrix = _anisotropic_matrix(rows=2000, dim=16) * 4
+    generator = torch.Generator().manual_seed(5)
+    hidden = torch.randn(3000, 16, generator=generator) * torch.linspace(2.0, 0.2, 16)
+    moment = (hidden.T @ hidden / 3000).double()
+    counts = (10_000 / torch.arange(1, 2001)).long()
+    calibration = CalibrationStats(counts, moment, 3000, None, hidden[:2000])
+    kl = {}
+    for steps in (0, 60):
+        config = CompressedEmbeddingConfig(
+            method="transform_coding", compression_ratio=8.0, tied_output_head=True, kl_steps=steps
+        )
+        layer, report = compress_embedding(matrix, config, show_progress=False, calibration=calibration)
+        kl[steps] = _head_kl(matrix, layer.weight.detach(), hidden[2000:])  # held-out states
+        assert len(report.loss_history) == 1 + steps
+    assert kl[60] < 0.9 * kl[0], kl
+
+
+def test_fitting_to_the_logits_needs_hidden_states(caplog):
+    from transformers.utils import logging
+
+    matrix = _anisotropic_matrix(rows=500, dim=16)
+    config = CompressedEmbeddingConfig(method="transform_coding", compression_ratio=4.0, kl_steps=5)
+    logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            _, report = compress_embedding(matrix, config, show_progress=False)
+    finally:
+        logging.disable_propagation()
+    assert "kl_steps=5 ignored" in caplog.text and len(report.loss_history) == 1

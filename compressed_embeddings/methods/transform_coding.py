@@ -19,10 +19,13 @@ import math
 
 import torch
 from tqdm.auto import tqdm
+from transformers.utils import logging
 
 from ..configuration import CompressedEmbeddingConfig
 from ..packed_codes import MAX_BITS, row_bytes
 from . import MethodOutput, register_method
+
+logger = logging.get_logger(__name__)
 
 # Mean squared error of the Lloyd-Max quantiser of a unit Gaussian with 2^b levels, b = 0..8.
 _GAUSSIAN_DISTORTION = (1.0, 0.3634, 0.1175, 0.03454, 0.009497, 0.002499, 0.000642, 0.000163, 0.0000413)
@@ -191,6 +194,54 @@ def _fill_padding(
         bits[tier][column] += 1
 
 
+KL_LEARNING_RATE = 1e-3
+KL_BATCH_TOKENS = 256
+KL_INPUT_ROWS = 4096
+
+
+def fit_to_logits(
+    matrix: torch.Tensor,
+    index: torch.Tensor,
+    codebook: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    hidden: torch.Tensor,
+    row_weights: torch.Tensor | None,
+    steps: int,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
+    """Fit the codebook values and the linear decoder (the integer codes stay) so that a tied head's next-token
+    distribution `softmax(h E_hat^T)`, `E_hat = codebook[index] W^T + b`, matches the original `softmax(h E^T)` on
+    the stored hidden states `hidden` (KL divergence, `KL_BATCH_TOKENS` states per Adam step), plus the relative
+    squared error of `KL_INPUT_ROWS` rows drawn by `row_weights` (the input side). The logits are computed in code
+    space, `(h W) codebook[index]^T + h . b`. Returns the fitted codebook, weight, bias and the KL of each step.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    codebook = codebook.detach().clone().requires_grad_(True)
+    weight = weight.detach().clone().requires_grad_(True)
+    bias = bias.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([codebook, weight, bias], lr=KL_LEARNING_RATE)
+    if row_weights is None:
+        row_weights = torch.ones(matrix.shape[0], dtype=torch.float64)
+    history = []
+    for _ in tqdm(range(steps), desc="fitting to the logits", disable=not show_progress):
+        h = hidden[torch.randint(0, hidden.shape[0], (KL_BATCH_TOKENS,), generator=generator)]
+        with torch.no_grad():
+            teacher = (h @ matrix.T).log_softmax(-1)
+        values = codebook[index]
+        student = ((h @ weight) @ values.T + (h @ bias)[:, None]).log_softmax(-1)
+        kl = (teacher.exp() * (teacher - student)).sum(-1).mean()
+        rows = torch.multinomial(row_weights, KL_INPUT_ROWS, replacement=True, generator=generator)
+        target = matrix[rows]
+        inputs = (values[rows] @ weight.T + bias - target).pow(2).sum() / target.pow(2).sum()
+        optimizer.zero_grad()
+        (kl + inputs).backward()
+        optimizer.step()
+        history.append(kl.item())
+    return codebook.detach(), weight.detach(), bias.detach(), history
+
+
 @register_method("transform_coding")
 def transform_coding(
     matrix: torch.Tensor,
@@ -264,10 +315,29 @@ def transform_coding(
     decoder_matrix = axes.T @ inverse  # E_hat = Z_hat (P^T A^-1) + mu A^-1
     state = {"weight": decoder_matrix.T.float().contiguous(), "bias": (mean @ inverse).float()}
     error = squared_error / max(rotated.double().pow(2).sum().item(), 1e-30)  # relative, in the transformed space
+    history = [math.sqrt(float(error))]
+    hidden = getattr(calibration, "output_inputs", None)
+    if config.kl_steps and (hidden is None or not config.tied_output_head):
+        logger.warning(
+            "kl_steps=%d ignored: fitting to the logits needs a tied output head and calibration hidden states "
+            "(collect_calibration keeps them).",
+            config.kl_steps,
+        )
+    elif config.kl_steps:
+        offsets = torch.tensor([0] + [book.numel() for book in codebooks]).cumsum(0)
+        columns = [torch.tensor([0] + [2**b for b in widths[:-1]]).cumsum(0) for widths in bits]
+        index = values + torch.stack([columns[t] + offsets[t] for t in range(len(bits))])[tiers]
+        flat, weight, bias, kl = fit_to_logits(
+            matrix, index, torch.cat(codebooks), state["weight"], state["bias"], hidden.float(),
+            None if importance is None else importance.clone(), config.kl_steps, config.seed, show_progress,
+        )  # fmt: skip
+        codebooks = list(flat.split([book.numel() for book in codebooks]))
+        state = {"weight": weight, "bias": bias}
+        history += kl
     return MethodOutput(
         codes=None,
         decoder_state=state,
-        loss_history=[math.sqrt(float(error))],
+        loss_history=history,
         packed={"values": values, "row_tiers": tiers, "codebooks": codebooks},
         config_updates={"code_bits": bits, "tier_sizes": sizes},
     )
