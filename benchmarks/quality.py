@@ -6,17 +6,19 @@
 
 SmolLM2-135M-Instruct (tied LM head, fp32): for each ratio, transform coding (`method="transform_coding"`, data-free
 and with calibration statistics from the calibration splits: token counts, and the head-input second moment and mean
-predicted next-token distribution over 16,384 tokens of their documents in a seeded random order), SVD and the paper's
-autoencoder (full published recipe unless `--ae-epochs`) with the tied head compressed (the library's compressed model,
-code-space head) and input-only (the decoded rows as input embedding, the original matrix kept as output head), and SVD
-with its codes stored as int8 (per-row scales) at the same bytes. "CR" is bytes of the fp32 embedding / every byte
-stored for it (codes, scales, decoder), measured on the layer's tensors. Perplexity on the recorded *test* splits of
-Brown and of the Wikipedia articles (`compressed_embeddings.assets.text_splits`), sliding windows; fidelity of the
-decoded matrix (mean/min row cosine, relative Frobenius error, norm ratio, and the cosine weighted by token counts on
-the calibration splits). Scalar rounding of the matrix (int8 per row, int4 / int3 in groups of 32 with one fp16 scale
-per group, and int3 with the rows of the 4,096 tokens most frequent on the calibration text kept in int8, to show what
-frequency-aware allocation buys) is measured beside them as the reference the issue compares against; it is applied to
-the matrix directly (its bytes are counted analytically), it is not a stored format of this library.
+predicted next-token distribution over 16,384 tokens of their documents in a seeded random order; the preset's 100
+steps of fitting codebooks and decoder to the original logits on 8,192 of those hidden states; data-free: the head's
+metric from random token ids), SVD and the paper's autoencoder (full published recipe unless `--ae-epochs`) with the
+tied head compressed (the library's compressed model, code-space head) and input-only (the decoded rows as input
+embedding, the original matrix kept as output head), and SVD with its codes stored as int8 (per-row scales) at the same
+bytes. "CR" is bytes of the fp32 embedding / every byte stored for it (codes, scales, decoder), measured on the layer's
+tensors. Perplexity on the recorded *test* splits of Brown and of the Wikipedia articles
+(`compressed_embeddings.assets.text_splits`), sliding windows; fidelity of the decoded matrix (mean/min row cosine,
+relative Frobenius error, norm ratio, and the cosine weighted by token counts on the calibration splits). Scalar
+rounding of the matrix (int8 per row, int4 / int3 in groups of 32 with one fp16 scale per group, and int3 with the rows
+of the 4,096 tokens most frequent on the calibration text kept in int8, to show what frequency-aware allocation buys)
+is measured beside them as the reference the issue compares against; it is applied to the matrix directly (its bytes
+are counted analytically), it is not a stored format of this library.
 
 all-MiniLM-L6-v2 (an encoder): cosine between the original's and the compressed model's mean-pooled sentence
 embeddings on the Rotten Tomatoes validation sentences, per method and ratio.
@@ -279,6 +281,8 @@ def render(results: dict) -> str:
     for row in lm["rows"]:
         if row["method"].startswith("transform coding") and row["target_ratio"] == 10:
             text = f"- {row['method']} at CR 10: compressing took {row['compress_seconds']:.1f} s"
+            if "calibration_seconds" in row:
+                text += " (fitting to the logits included)"
             if "calibration_seconds" in row:
                 text += f", after {row['calibration_seconds']:.1f} s of calibration (token counts + one forward pass)"
             lines.append(text + " on this machine.")

@@ -341,15 +341,20 @@ def test_fitting_to_the_logits_lowers_the_heads_kl_divergence():
     assert kl[60] < 0.9 * kl[0], kl
 
 
-def test_fitting_to_the_logits_needs_hidden_states(caplog):
+def test_fitting_to_the_logits_needs_a_tied_head(caplog):
     from transformers.utils import logging
 
     matrix = _anisotropic_matrix(rows=500, dim=16)
+    calibration = CalibrationStats(
+        torch.ones(500, dtype=torch.int64), torch.eye(16).double(), 9, None, torch.ones(9, 16)
+    )
     config = CompressedEmbeddingConfig(method="transform_coding", compression_ratio=4.0, kl_steps=5)
     logging.enable_propagation()
     try:
         with caplog.at_level("WARNING"):
-            _, report = compress_embedding(matrix, config, show_progress=False)
+            _, report = compress_embedding(matrix, config, show_progress=False, calibration=calibration)
     finally:
         logging.disable_propagation()
     assert "kl_steps=5 ignored" in caplog.text and len(report.loss_history) == 1
+    _, report = compress_embedding(matrix, config, show_progress=False)  # no hidden states: nothing to fit to
+    assert len(report.loss_history) == 1

@@ -194,7 +194,7 @@ def _fill_padding(
         bits[tier][column] += 1
 
 
-KL_LEARNING_RATE = 1e-3
+KL_LEARNING_RATE = 3e-4
 KL_BATCH_TOKENS = 256
 KL_INPUT_ROWS = 4096
 
@@ -317,12 +317,10 @@ def transform_coding(
     error = squared_error / max(rotated.double().pow(2).sum().item(), 1e-30)  # relative, in the transformed space
     history = [math.sqrt(float(error))]
     hidden = getattr(calibration, "output_inputs", None)
-    if config.kl_steps and (hidden is None or not config.tied_output_head):
-        logger.warning(
-            "kl_steps=%d ignored: fitting to the logits needs a tied output head and calibration hidden states "
-            "(collect_calibration keeps them).",
-            config.kl_steps,
-        )
+    if config.kl_steps and hidden is None:
+        logger.info("No calibration hidden states (collect_calibration keeps them): no fitting to the logits.")
+    elif config.kl_steps and not config.tied_output_head:
+        logger.warning("kl_steps=%d ignored: fitting to the logits needs a tied output head.", config.kl_steps)
     elif config.kl_steps:
         offsets = torch.tensor([0] + [book.numel() for book in codebooks]).cumsum(0)
         columns = [torch.tensor([0] + [2**b for b in widths[:-1]]).cumsum(0) for widths in bits]
