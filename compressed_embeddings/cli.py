@@ -162,6 +162,11 @@ def compress_command_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--input-weight", type=float, help="transform_coding: weight of input frequency in a row's importance (1)."
     )
+    parser.add_argument(
+        "--kl-steps",
+        type=int,
+        help="transform_coding with --calibration-text: steps fitting codebooks + decoder to the logits (100).",
+    )
     parser.add_argument("--epochs", type=int, help="Autoencoder epochs (default: the paper's 30).")
     parser.add_argument("--max-steps", type=int, help="Stop the autoencoder after this many steps.")
     parser.add_argument("--batch-size", type=int, help="Autoencoder batch size (default 32).")
@@ -219,8 +224,13 @@ def compress_command(args: argparse.Namespace) -> int:
         "base_model": args.base_model,
         "first_tier_rows": args.first_tier_rows,
         "input_weight": args.input_weight,
+        "kl_steps": args.kl_steps,
     }
-    config = CompressedEmbeddingConfig(**{k: v for k, v in fields.items() if v is not None})
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if args.method == "transform_coding":  # the preset's defaults (kl_steps) unless overridden
+        config = CompressedEmbeddingConfig.preset("transform_coding", **fields)
+    else:
+        config = CompressedEmbeddingConfig(**fields)
     calibration_texts = None
     if args.calibration_text:
         if config.method != "transform_coding":
