@@ -52,7 +52,7 @@ def allocate_bits(
     >>> allocate_bits(torch.tensor([16.0, 1.0, 0.01]), 5)
     [[4, 1, 0]]
     >>> allocate_bits(torch.tensor([[1.0, 1.0], [1.0, 1.0]]), 12, tier_sizes=[2, 2], weights=[10.0, 1.0])
-    [[2, 2], [1, 1]]
+    [[3, 3], [0, 0]]
     ```
     """
     variances = variances.double().clamp_min(0).reshape(-1, variances.shape[-1]).tolist()
