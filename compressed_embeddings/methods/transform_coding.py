@@ -251,7 +251,8 @@ def transform_coding(
     calibration=None,
     dtype: torch.dtype = torch.float32,
 ) -> MethodOutput:
-    """Transform coding of `matrix` at `config.compression_ratio` (bytes vs the embedding in `dtype`)."""
+    """Transform coding of `matrix` at `config.compression_ratio` (bytes vs the embedding in `dtype`). The loss
+    history holds the relative quantisation error (in the transformed space), then the KL of each fitting step."""
     num_rows, d = matrix.shape
     element_size = torch.empty((), dtype=dtype).element_size()
     budget = num_rows * d * element_size / config.compression_ratio
