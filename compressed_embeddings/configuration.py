@@ -144,19 +144,14 @@ class CompressedEmbeddingConfig:
             fly; frozen). Default: the model's dtype. Counted in `CompressionReport.stored_bytes`. `"packed"` (set by
             and only for `method="transform_coding"`): integers of 0-8 bits indexing per-column codebooks.
         first_tier_rows (`int`, *optional*, defaults to 128):
-            `transform_coding` with calibration: rows ranked by importance (see `input_weight`) are grouped in tiers
-            of `first_tier_rows`, `first_tier_rows`, then twice as many rows as the tier before, the last tier taking
-            what is left; the bits go where they buy the most (importance-weighted) distortion. 0, or no
-            calibration: one tier.
+            `transform_coding` with calibration: rows ranked by importance form tiers of this many rows, as many
+            again, then doubling; bits go where they buy the most. 0, or no calibration: one tier.
         input_weight (`float`, *optional*, defaults to 1.0):
-            `transform_coding` with calibration: a row's importance is the token's mean predicted probability (its
-            weight in the tied head's error) plus `input_weight` times its frequency in the calibration text (its
-            weight as an input).
+            `transform_coding`: a row's importance is its token's mean predicted probability plus `input_weight`
+            times its frequency in the calibration text.
         kl_steps (`int`, *optional*, defaults to 0):
-            `transform_coding` with calibration hidden states and a tied head: Adam steps that fit the codebooks and
-            the decoder (the codes stay) so that the head's next-token distribution matches the original's (KL
-            divergence on the stored hidden states), with the rows of frequent tokens held close to the original as
-            inputs. 0: no fitting; skipped (logged) when the calibration kept no hidden states.
+            `transform_coding`: Adam steps fitting the codebooks and decoder (not the codes) to the original head's
+            next-token distribution on calibration hidden states (tied head only; skipped without them).
         code_bits (`list[list[int]]`, *optional*):
             Bits of each code column, per tier (packed codes). Filled by the method; not meant to be set by hand.
         tier_sizes (`list[int]`, *optional*):
