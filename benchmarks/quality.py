@@ -231,8 +231,9 @@ def render(results: dict) -> str:
         "",
         "CR = bytes of the fp32 embedding / every byte stored for its replacement (codes, scales, codebooks, "
         "decoder). Transform coding stores at most 8 bits per entry, so where a lower ratio is asked it reaches "
-        "the ratio shown instead; *data-free* has no calibration, *calibrated* uses the calibration splits (token "
-        "counts, head-input second moment). "
+        "the ratio shown instead; *data-free* has no calibration text (the head's metric comes from random token "
+        "ids), *calibrated* uses the calibration splits (token counts, head-input second moment, predicted "
+        "distribution, then fitting to the logits). "
         "*tied*: the model's tied output head reads the compressed representation too (the library's compressed "
         "model); *input-only*: only the input embedding is replaced, the original matrix stays as output head (so "
         "the checkpoint stores the full matrix once more: it saves nothing on disk, it isolates the input side). "
@@ -282,9 +283,10 @@ def render(results: dict) -> str:
         if row["method"].startswith("transform coding") and row["target_ratio"] == 10:
             text = f"- {row['method']} at CR 10: compressing took {row['compress_seconds']:.1f} s"
             if "calibration_seconds" in row:
-                text += " (fitting to the logits included)"
-            if "calibration_seconds" in row:
-                text += f", after {row['calibration_seconds']:.1f} s of calibration (token counts + one forward pass)"
+                text += (
+                    f" (fitting to the logits included), after {row['calibration_seconds']:.1f} s of calibration "
+                    "(token counts + one forward pass)"
+                )
             lines.append(text + " on this machine.")
     if results.get("minilm"):
         lines += [

@@ -60,6 +60,15 @@ def _ids(batch: int = 2, length: int = 9) -> torch.Tensor:
     return torch.randint(3, 99, (batch, length), generator=torch.Generator().manual_seed(1))
 
 
+@torch.no_grad()
+def _greedy(model, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """Exactly `new_tokens` greedy tokens after `prompt`."""
+    return model.generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+        do_sample=False, pad_token_id=0,
+    )  # fmt: skip
+
+
 def _relative_error(logits: torch.Tensor, reference: torch.Tensor) -> float:
     return ((logits.float().cpu() - reference).abs().max() / reference.abs().max()).item()
 
@@ -127,11 +136,7 @@ def test_generate(models, family, variant, dtype):
     _, built = models
     model = copy.deepcopy(built[family, variant][0]).to(DEVICE, dtype)
     prompt = _ids(batch=2, length=5).to(DEVICE)
-    with torch.no_grad():
-        output = model.generate(
-            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, min_new_tokens=8, do_sample=False,
-            pad_token_id=0,
-        )  # fmt: skip
+    output = _greedy(model, prompt, 8)
     assert output.shape == (2, 13) and output.device.type == DEVICE
     assert torch.equal(output[:, :5], prompt)
     assert ((output >= 0) & (output < 99)).all()
@@ -239,12 +244,7 @@ def test_transform_coding_on_gpu(family, dtype, tmp_path):
     assert rows.dtype == dtype and logits.dtype == dtype and torch.isfinite(logits).all()
     assert _relative_error(logits, reference) <= RELATIVE_TOLERANCE[dtype]
     if family != "bert":
-        prompt = ids[:, :5].to(DEVICE)
-        with torch.no_grad():
-            output = model.generate(
-                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, min_new_tokens=6, do_sample=False,
-                pad_token_id=0,
-            )  # fmt: skip
+        output = _greedy(model, ids[:, :5].to(DEVICE), 6)
         assert output.shape == (2, 11) and output.device.type == DEVICE
     model.save_pretrained(tmp_path)
     loaded = FAMILIES[family].from_pretrained(tmp_path, dtype=dtype, device_map=DEVICE).eval()

@@ -301,15 +301,20 @@ def transform_coding(
     values = torch.zeros(num_rows, d, dtype=torch.int64)
     squared_error = 0.0
     codebooks = []
+    starts = []  # where each (tier, column) codebook starts in all the codebooks joined
+    position = 0
     steps = tqdm(total=sum(len(w) for w in bits), desc="transform coding", disable=not show_progress)
     for tier, widths in enumerate(bits):
         rows = tiers == tier
         book = []
+        starts.append([])
         for column, width in enumerate(widths):
             centroids, index = lloyd_max(rotated[rows, column], 2**width, generator)
             values[rows, column] = index
             squared_error += (centroids[index] - rotated[rows, column]).double().pow(2).sum().item()
             book.append(centroids)
+            starts[tier].append(position)
+            position += centroids.numel()
             steps.update()
         codebooks.append(torch.cat(book))
     steps.close()
@@ -323,9 +328,7 @@ def transform_coding(
     elif config.kl_steps and not config.tied_output_head:
         logger.warning("kl_steps=%d ignored: fitting to the logits needs a tied output head.", config.kl_steps)
     elif config.kl_steps:
-        offsets = torch.tensor([0] + [book.numel() for book in codebooks]).cumsum(0)
-        columns = [torch.tensor([0] + [2**b for b in widths[:-1]]).cumsum(0) for widths in bits]
-        index = values + torch.stack([columns[t] + offsets[t] for t in range(len(bits))])[tiers]
+        index = values + torch.tensor(starts)[tiers]
         flat, weight, bias, kl = fit_to_logits(
             matrix, index, torch.cat(codebooks), state["weight"], state["bias"], hidden.float(),
             None if importance is None else importance.clone(), config.kl_steps, config.seed, show_progress,
