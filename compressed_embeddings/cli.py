@@ -167,6 +167,12 @@ def compress_command_parser(subparsers) -> argparse.ArgumentParser:
         type=int,
         help="transform_coding with --calibration-text: steps fitting codebooks + decoder to the logits (100).",
     )
+    parser.add_argument(
+        "--decoder-dtype",
+        choices=["float", "int8"],
+        help="Storage of a linear decoder's weight: the model's float dtype, or int8 with one scale per code column "
+        "(default: float; transform_coding: int8).",
+    )
     parser.add_argument("--epochs", type=int, help="Autoencoder epochs (default: the paper's 30).")
     parser.add_argument("--max-steps", type=int, help="Stop the autoencoder after this many steps.")
     parser.add_argument("--batch-size", type=int, help="Autoencoder batch size (default 32).")
@@ -227,6 +233,8 @@ def compress_command(args: argparse.Namespace) -> int:
         "kl_steps": args.kl_steps,
     }
     fields = {k: v for k, v in fields.items() if v is not None}
+    if args.decoder_dtype:
+        fields["decoder_dtype"] = None if args.decoder_dtype == "float" else args.decoder_dtype
     if args.method == "transform_coding":  # the preset's defaults (kl_steps) unless overridden
         config = CompressedEmbeddingConfig.preset("transform_coding", **fields)
     else:

@@ -20,7 +20,7 @@ from .calibration import CalibrationStats, random_token_calibration
 from .configuration import CONFIG_KEY, CompressedEmbeddingConfig, compressed_config_class
 from .evaluation import embedding_fidelity
 from .hub import hub_model_id
-from .layer import CompressedEmbedding, CompressedOutputHead
+from .layer import CompressedEmbedding, CompressedOutputHead, Int8Linear
 from .methods import run_method
 from .modeling import CompressedModelMixin, compressed_model_class, head_is_tied, install_compressed_embedding
 
@@ -116,7 +116,7 @@ def compress_embedding(
             layer.packed.set_codes(**output.packed)
         else:
             layer.set_codes(output.codes)
-        layer.decoder.load_state_dict(output.decoder_state)
+        _load_decoder(layer.decoder, output.decoder_state)
     wall_time = time.perf_counter() - start
     with torch.no_grad():
         fidelity = embedding_fidelity(matrix, _decoded_rows(layer))  # decodes chunk by chunk: no second V x d copy
@@ -142,6 +142,16 @@ def compress_embedding(
         config=config,
     )
     return layer, report
+
+
+def _load_decoder(decoder: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a method's float decoder state (an `Int8Linear` quantises the weight)."""
+    if isinstance(decoder, Int8Linear) and "weight" in state:
+        decoder.set_weight(state["weight"])
+        if decoder.bias is not None:
+            decoder.bias.copy_(state["bias"])
+    else:
+        decoder.load_state_dict(state)
 
 
 def _decoded_rows(layer: CompressedEmbedding):

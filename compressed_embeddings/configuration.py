@@ -143,6 +143,9 @@ class CompressedEmbeddingConfig:
             Storage of the codes: `"float16"`, `"bfloat16"`, or `"int8"` with one scale per row (dequantised on the
             fly; frozen). Default: the model's dtype. Counted in `CompressionReport.stored_bytes`. `"packed"` (set by
             and only for `method="transform_coding"`): integers of 0-8 bits indexing per-column codebooks.
+        decoder_dtype (`str`, *optional*):
+            `"int8"`: a linear decoder's weight is stored as int8 with one scale per code column (`Int8Linear`,
+            frozen; scales and bias train). Default: the model's dtype.
         first_tier_rows (`int`, *optional*, defaults to 128):
             `transform_coding` with calibration: rows ranked by importance form tiers of this many rows, as many
             again, then doubling; bits go where they buy the most. 0, or no calibration: one tier.
@@ -209,6 +212,7 @@ class CompressedEmbeddingConfig:
     freeze_codes: bool = field(default=True, metadata={"help": "Freeze codes during fine-tuning."})
     compress_output_head: bool = field(default=True, metadata={"help": "Tie a tied head to the codes."})
     codes_dtype: str | None = field(default=None, metadata={"help": f"Codes storage: None or one of {CODES_DTYPES}."})
+    decoder_dtype: str | None = field(default=None, metadata={"help": "Decoder weight storage: None or 'int8'."})
     first_tier_rows: int = field(default=128, metadata={"help": "transform_coding: rows in the first tier."})
     input_weight: float = field(default=1.0, metadata={"help": "transform_coding: weight of input frequency."})
     kl_steps: int = field(default=0, metadata={"help": "transform_coding: steps fitting codebooks to the logits."})
@@ -257,6 +261,8 @@ class CompressedEmbeddingConfig:
             self._fail("codes_dtype", f"None or one of {', '.join(map(repr, CODES_DTYPES))}")
         if self.codes_dtype == "int8" and not self.freeze_codes:
             self._fail("codes_dtype", "a float dtype when freeze_codes=False (int8 codes cannot be trained)")
+        if self.decoder_dtype not in (None, "int8") or (self.decoder_dtype and self.decoder_hidden_dims):
+            self._fail("decoder_dtype", "None, or 'int8' with a linear decoder (decoder_hidden_dims=[])")
         self._validate_packed()
         positive_ints = ("epochs", "batch_size", "lr_step_epochs", "svd_power_iterations", "format_version")
         for name in positive_ints:
@@ -460,7 +466,7 @@ class CompressedEmbeddingConfig:
         presets: dict[str, dict[str, Any]] = {
             "paper": {"method": "autoencoder"},
             "svd": {"method": "svd"},
-            "transform_coding": {"method": "transform_coding", "kl_steps": 100},
+            "transform_coding": {"method": "transform_coding", "kl_steps": 100, "decoder_dtype": "int8"},
         }
         if name not in presets:
             raise CompressedEmbeddingConfigError(

@@ -17,6 +17,61 @@ _ACTIVATIONS = {"elu": nn.ELU, "gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU
 CODES_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
 
 
+class Int8Linear(nn.Module):
+    r"""
+    `nn.Linear` whose weight is stored as int8 with one float scale per input column, `weight = qweight * scales`
+    (a quarter of the bytes; dequantised on use). The int8 part is never cast by `.to(dtype)` or trained.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> layer = Int8Linear(4, 3)
+    >>> layer.set_weight(torch.eye(3, 4))
+    >>> layer.weight.tolist()[0]
+    [1.0, 0.0, 0.0, 0.0]
+    ```
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        self.scales = nn.Parameter(torch.ones(in_features, device=device, dtype=dtype))  # first: sets the dtype
+        values = torch.zeros(out_features, in_features, device=device, dtype=torch.int8)
+        self.qweight = nn.Parameter(values, requires_grad=False)
+        bias_value = torch.zeros(out_features, device=device, dtype=dtype) if bias else None
+        self.register_parameter("bias", None if bias_value is None else nn.Parameter(bias_value))
+        self.in_features, self.out_features = in_features, out_features
+
+    def reset_parameters(self) -> None:
+        self.set_weight(nn.init.kaiming_uniform_(torch.empty(self.qweight.shape), a=math.sqrt(5)))
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -1 / math.sqrt(self.in_features), 1 / math.sqrt(self.in_features))
+
+    @staticmethod
+    def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """int8 values and per-column absmax scales of a float `out x in` weight (`weight ~ values * scales`)."""
+        scales = weight.detach().float().abs().amax(0).clamp_min(1e-12) / 127.0
+        return torch.round(weight.detach().float() / scales).clamp_(-127, 127).to(torch.int8), scales
+
+    @torch.no_grad()
+    def set_weight(self, weight: torch.Tensor) -> None:
+        """Store a float `out x in` weight, quantised by `quantize`."""
+        values, scales = self.quantize(weight)
+        self.qweight.copy_(values)
+        self.scales.copy_(scales)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantised weight (`out x in`, in the dtype of `scales`)."""
+        return self.qweight.to(self.scales.dtype) * self.scales
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
 def build_decoder(
     code_dim: int,
     embedding_dim: int,
@@ -25,8 +80,14 @@ def build_decoder(
     bias: bool = True,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    int8: bool = False,
 ) -> nn.Module:
-    """The decoder `code_dim -> *hidden_dims -> embedding_dim`: one `nn.Linear` when `hidden_dims` is empty."""
+    """The decoder `code_dim -> *hidden_dims -> embedding_dim`: one `nn.Linear` (`Int8Linear` with `int8`) when
+    `hidden_dims` is empty."""
+    if int8 and hidden_dims:
+        raise ValueError("An int8 decoder is one linear layer: leave decoder_hidden_dims empty.")
+    if int8:
+        return Int8Linear(code_dim, embedding_dim, bias=bias, device=device, dtype=dtype)
     dims = [code_dim, *hidden_dims, embedding_dim]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
@@ -52,6 +113,7 @@ class CompressedEmbedding(nn.Module):
         decoder_hidden_dims (`list[int]`, *optional*): hidden widths of a non-linear decoder.
         decoder_activation (`str`, *optional*, defaults to `"elu"`): activation between decoder layers.
         decoder_bias (`bool`, *optional*, defaults to `True`): bias in the decoder layers.
+        decoder_dtype (`str`, *optional*): `"int8"` stores a linear decoder's weight as an [`Int8Linear`].
         padding_idx (`int`, *optional*): index of the padding token, as in `nn.Embedding`.
         embed_scale (`float`, *optional*, defaults to 1.0): multiplies every looked-up row.
         zero_padding_row (`bool`, *optional*, defaults to `False`): the padding row decodes to exact zeros
@@ -84,6 +146,7 @@ class CompressedEmbedding(nn.Module):
         decoder_hidden_dims: list[int] | tuple[int, ...] = (),
         decoder_activation: str = "elu",
         decoder_bias: bool = True,
+        decoder_dtype: str | None = None,
         padding_idx: int | None = None,
         embed_scale: float = 1.0,
         zero_padding_row: bool = False,
@@ -117,8 +180,9 @@ class CompressedEmbedding(nn.Module):
         scales = torch.empty(num_embeddings, device=device, dtype=dtype) if codes_dtype == "int8" else None
         self.code_scales = None if scales is None else nn.Parameter(scales, requires_grad=False)
         self.decoder = build_decoder(
-            code_dim, embedding_dim, decoder_hidden_dims, decoder_activation, decoder_bias, device, dtype
-        )
+            code_dim, embedding_dim, decoder_hidden_dims, decoder_activation, decoder_bias, device, dtype,
+            int8=decoder_dtype == "int8",
+        )  # fmt: skip
         self._embedding_dim = embedding_dim
         self.reset_parameters()
 
@@ -137,6 +201,7 @@ class CompressedEmbedding(nn.Module):
             decoder_hidden_dims=config.decoder_hidden_dims,
             decoder_activation=config.decoder_activation,
             decoder_bias=config.use_decoder_bias,
+            decoder_dtype=config.decoder_dtype,
             padding_idx=config.padding_idx,
             embed_scale=config.embed_scale,
             zero_padding_row=config.zero_padding_row,
@@ -157,7 +222,7 @@ class CompressedEmbedding(nn.Module):
             if self.codes is not None:
                 self.set_codes(torch.randn(self.codes.shape, device=self.codes.device) / math.sqrt(self.code_dim))
             for module in self.decoder.modules():
-                if isinstance(module, nn.Linear):
+                if isinstance(module, (nn.Linear, Int8Linear)):
                     module.reset_parameters()
 
     @torch.no_grad()
@@ -193,7 +258,7 @@ class CompressedEmbedding(nn.Module):
     @property
     def is_linear(self) -> bool:
         """Whether the decoder is a single linear map."""
-        return isinstance(self.decoder, nn.Linear)
+        return isinstance(self.decoder, (nn.Linear, Int8Linear))
 
     @property
     def head_in_code_space(self) -> bool:
@@ -205,7 +270,7 @@ class CompressedEmbedding(nn.Module):
     @property
     def compute_dtype(self) -> torch.dtype:
         """The dtype codes are dequantised to: that of the decoder."""
-        return next(self.decoder.parameters()).dtype
+        return next(p for p in self.decoder.parameters() if p.is_floating_point()).dtype
 
     def _dequantize(self, codes: torch.Tensor, scales: torch.Tensor | None) -> torch.Tensor:
         codes = codes.to(self.compute_dtype)
@@ -288,8 +353,10 @@ class CompressedOutputHead(nn.Module):
         # A plain attribute, not a submodule: the embedding is registered (and saved) once, where it lives.
         self.__dict__["_embedding"] = embedding
         if bias:
-            decoder = next(embedding.decoder.parameters())  # float or packed codes: the decoder is always there
-            self.bias = nn.Parameter(torch.zeros(embedding.num_embeddings, device=decoder.device, dtype=decoder.dtype))
+            device = next(embedding.decoder.parameters()).device  # float or packed codes: there is always a decoder
+            self.bias = nn.Parameter(
+                torch.zeros(embedding.num_embeddings, device=device, dtype=embedding.compute_dtype)
+            )
         else:
             self.register_parameter("bias", None)
 

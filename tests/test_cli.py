@@ -136,7 +136,7 @@ def test_compress_command_calibrates_transform_coding(tmp_path, input_ids):
     assert "Calibrated on 300 tokens" in result.stderr
     report = json.loads((output / "compression_report.json").read_text())
     assert report["method"] == "transform_coding" and report["bytes_ratio_vs_fp32"] >= 3
-    assert report["config"]["tier_sizes"][0] == 10
+    assert report["config"]["tier_sizes"][0] == 10 and report["config"]["decoder_dtype"] == "int8"  # the preset's
     assert (output / "packed_codes.py").exists()
     loaded = AutoModelForCausalLM.from_pretrained(output).eval()
     with torch.no_grad():
@@ -145,3 +145,8 @@ def test_compress_command_calibrates_transform_coding(tmp_path, input_ids):
     other = tmp_path / "other"
     result = run_cli("compress", str(source), "--method", "svd", "--calibration-text", str(text), "-o", str(other))
     assert result.returncode == 2 and "transform_coding only" in result.stderr
+    result = run_cli(
+        "compress", str(source), "--method", "svd", "--decoder-dtype", "int8", "-o", str(other), "--quiet"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((other / "compression_report.json").read_text())["config"]["decoder_dtype"] == "int8"

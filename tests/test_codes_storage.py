@@ -1,4 +1,4 @@
-"""Codes stored in float16 / bfloat16 / int8 (per-row scales), dequantised on the fly."""
+"""Codes stored in float16 / bfloat16 / int8 (per-row scales) and int8 decoders, dequantised on the fly."""
 
 import pytest
 import torch
@@ -11,6 +11,7 @@ from compressed_embeddings import (
     compress_embedding,
     compress_model,
 )
+from compressed_embeddings.layer import Int8Linear
 
 
 def matrix(rows: int = 400, cols: int = 32, seed: int = 0) -> torch.Tensor:
@@ -116,3 +117,56 @@ def test_nonlinear_head_caches_the_decoded_matrix_only_without_gradients():
     loss = head(hidden).sum()  # training: no cache, gradients reach the decoder
     loss.backward()
     assert "_cache" not in head.__dict__ and layer.decoder[0].weight.grad is not None
+
+
+def test_int8_decoder_stores_a_quarter_of_the_bytes_and_keeps_its_int8_through_casts():
+    float_layer, base = compress_embedding(
+        matrix(), CompressedEmbeddingConfig(method="svd", code_dim=8), show_progress=False
+    )
+    layer, report = compress_embedding(
+        matrix(), CompressedEmbeddingConfig(method="svd", code_dim=8, decoder_dtype="int8"), show_progress=False
+    )
+    decoder = layer.decoder
+    assert isinstance(decoder, Int8Linear) and decoder.qweight.dtype == torch.int8 and layer.is_linear
+    assert report.stored_bytes == 400 * 8 * 4 + 32 * 8 + 8 * 4  # codes + int8 weight + one scale per code column
+    assert decoder.qweight.abs().amax(dim=0).eq(127).all(), "every column uses the full int8 range"
+    error = (decoder.weight - float_layer.decoder.weight).abs()
+    assert (error <= decoder.scales / 2 + 1e-7).all(), "rounded to the nearest step"
+    assert abs(report.mean_cosine - base.mean_cosine) <= 1e-3
+    ids = torch.tensor([[0, 5, 399]])
+    assert torch.allclose(layer(ids), layer.weight[ids], atol=1e-6)
+    layer.to(torch.float16)
+    assert decoder.qweight.dtype == torch.int8 and decoder.scales.dtype == torch.float16
+    assert layer(ids).dtype == torch.float16 and layer.compute_dtype == torch.float16
+
+
+def test_int8_decoder_save_reload_tied_head_and_training(tmp_path, input_ids):
+    config = CompressedEmbeddingConfig(method="autoencoder", code_dim=8, max_steps=5, decoder_dtype="int8")
+    model = compress_model(tiny_model("llama"), config, show_progress=False)
+    layer, head = model.get_input_embeddings(), model.get_output_embeddings()
+    assert layer.head_in_code_space
+    hidden = torch.randn(2, 3, 32)
+    with torch.no_grad():
+        assert torch.allclose(head(hidden), hidden @ layer.weight.T, atol=1e-5), "code-space head == decoded head"
+        expected = model(input_ids=input_ids).logits
+    model.save_pretrained(tmp_path / "q")
+    loaded, info = AutoModelForCausalLM.from_pretrained(tmp_path / "q", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(input_ids=input_ids).logits, expected)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "q" / "model.safetensors"), "pt") as checkpoint:
+        assert checkpoint.get_tensor("model.embed_tokens.decoder.qweight").dtype == torch.int8
+    # The int8 values stay; the scales and the bias train.
+    decoder = loaded.train().get_input_embeddings().decoder
+    loaded(input_ids=input_ids, labels=input_ids).loss.backward()
+    assert not decoder.qweight.requires_grad and decoder.qweight.grad is None
+    assert decoder.scales.grad.abs().sum() > 0 and decoder.bias.grad.abs().sum() > 0
+
+
+def test_int8_decoder_is_one_linear_layer():
+    with pytest.raises(CompressedEmbeddingConfigError, match="decoder_dtype"):
+        CompressedEmbeddingConfig(decoder_dtype="int4")
+    with pytest.raises(CompressedEmbeddingConfigError, match="decoder_dtype.*linear decoder"):
+        CompressedEmbeddingConfig(decoder_dtype="int8", decoder_hidden_dims=[16])

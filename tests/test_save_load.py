@@ -136,4 +136,4 @@ def test_remote_code_imports_only_torch_and_transformers():
             else:
                 continue
             assert roots <= allowed_roots, f"{name} imports {roots - allowed_roots}"
-    assert total < 1500, f"remote code should stay small enough to audit ({total} lines)"
+    assert total < 1600, f"remote code should stay small enough to audit ({total} lines)"

@@ -104,10 +104,10 @@ def test_lloyd_max_assigns_every_value_to_its_nearest_centroid():
     assert distortion == pytest.approx(_GAUSSIAN_DISTORTION[3], rel=0.05)
 
 
-@pytest.mark.parametrize("ratio", [4.0, 6.0])
-def test_byte_accounting_equals_the_serialised_size(tmp_path, ratio):
+@pytest.mark.parametrize(("ratio", "decoder_dtype"), [(4.0, None), (6.0, None), (6.0, "int8")])
+def test_byte_accounting_equals_the_serialised_size(tmp_path, ratio, decoder_dtype):
     matrix = _anisotropic_matrix(rows=3000, dim=16)
-    config = CompressedEmbeddingConfig(method="transform_coding", compression_ratio=ratio)
+    config = CompressedEmbeddingConfig(method="transform_coding", compression_ratio=ratio, decoder_dtype=decoder_dtype)
     layer, report = compress_embedding(matrix, config, show_progress=False)
     state = {name: tensor.contiguous() for name, tensor in layer.state_dict().items()}
     save_file(state, tmp_path / "layer.safetensors")

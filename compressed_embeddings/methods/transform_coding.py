@@ -9,9 +9,10 @@ in tiers of doubling size. Each (tier, column) gets an integer number of bits by
 bit goes where it removes the most importance-weighted expected distortion per stored bit, codebook growth
 included), and is quantised by a 1-D Lloyd-Max codebook of `2^bits` values fitted to that tier's column.
 
-Decoding is linear: `E_hat = Z_hat (P^T A^-1) + mu A^-1`, so the decoder is one `Linear(d, d)` and the stored bytes
-are the packed codes, the codebooks, the tier of each row and that decoder, all counted against the budget
-`bytes(E) / compression_ratio`.
+Decoding is linear: `E_hat = Z_hat (P^T A^-1) + mu A^-1`, so the decoder is one `Linear(d, d)` (an `Int8Linear` with
+`decoder_dtype="int8"`, as in the preset: the float `d x d` weight would be a quarter of the bytes at ratio 20) and
+the stored bytes are the packed codes, the codebooks, the tier of each row and that decoder, all counted against the
+budget `bytes(E) / compression_ratio`.
 """
 
 import heapq
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..configuration import CompressedEmbeddingConfig
+from ..layer import Int8Linear
 from ..packed_codes import MAX_BITS, row_bytes
 from . import MethodOutput, register_method
 
@@ -161,10 +163,15 @@ def _tiers(importance: torch.Tensor | None, num_rows: int, first_tier_rows: int)
     return tiers
 
 
-def _stored_bytes(bits: list[list[int]], sizes: list[int], d: int, element_size: int) -> int:
+def _stored_bytes(bits: list[list[int]], sizes: list[int], decoder_bytes: int, element_size: int) -> int:
     codes = sum(n * row_bytes(widths) for n, widths in zip(sizes, bits))
     codebooks = sum(2**b for widths in bits for b in widths) * element_size
-    return codes + codebooks + (d * d + d) * element_size + sum(sizes)  # + decoder + one tier byte per row
+    return codes + codebooks + decoder_bytes + sum(sizes)  # + one tier byte per row
+
+
+def decoder_bytes(d: int, element_size: int, int8: bool) -> int:
+    """Bytes of the `d -> d` linear decoder with bias: float, or int8 weight + one scale per column + bias."""
+    return d * d + 2 * d * element_size if int8 else (d * d + d) * element_size
 
 
 def _fill_padding(
@@ -210,12 +217,14 @@ def fit_to_logits(
     steps: int,
     seed: int = 0,
     show_progress: bool = True,
+    int8: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
     """Fit the codebook values and the linear decoder (the integer codes stay) so that a tied head's next-token
     distribution `softmax(h E_hat^T)`, `E_hat = codebook[index] W^T + b`, matches the original `softmax(h E^T)` on
     the stored hidden states `hidden` (KL divergence, `KL_BATCH_TOKENS` states per Adam step), plus the relative
     squared error of `KL_INPUT_ROWS` rows drawn by `row_weights` (the input side). The logits are computed in code
-    space, `(h W) codebook[index]^T + h . b`. Returns the fitted codebook, weight, bias and the KL of each step.
+    space, `(h W) codebook[index]^T + h . b`. With `int8`, `W` is used as `Int8Linear` will store it (quantised,
+    with straight-through gradients). Returns the fitted codebook, weight, bias and the KL of each step.
     """
     generator = torch.Generator().manual_seed(seed)
     codebook = codebook.detach().clone().requires_grad_(True)
@@ -230,11 +239,15 @@ def fit_to_logits(
         with torch.no_grad():
             teacher = (h @ matrix.T).log_softmax(-1)
         values = codebook[index]
-        student = ((h @ weight) @ values.T + (h @ bias)[:, None]).log_softmax(-1)
+        used = weight
+        if int8:
+            quantized, scales = Int8Linear.quantize(weight)
+            used = weight + (quantized.float() * scales - weight).detach()
+        student = ((h @ used) @ values.T + (h @ bias)[:, None]).log_softmax(-1)
         kl = (teacher.exp() * (teacher - student)).sum(-1).mean()
         rows = torch.multinomial(row_weights, KL_INPUT_ROWS, replacement=True, generator=generator)
         target = matrix[rows]
-        inputs = (values[rows] @ weight.T + bias - target).pow(2).sum() / target.pow(2).sum()
+        inputs = (values[rows] @ used.T + bias - target).pow(2).sum() / target.pow(2).sum()
         optimizer.zero_grad()
         (kl + inputs).backward()
         optimizer.step()
@@ -272,7 +285,8 @@ def transform_coding(
     variances = torch.stack([rotated[tiers == tier].var(0, unbiased=False) for tier in range(len(sizes))])
     weights = [1.0] if importance is None else [float(importance[tiers == t].sum()) for t in range(len(sizes))]
 
-    fixed = _stored_bytes([[0] * d] * len(sizes), sizes, d, element_size)  # decoder, tier bytes, 1-entry codebooks
+    decoder = decoder_bytes(d, element_size, config.decoder_dtype == "int8")
+    fixed = _stored_bytes([[0] * d] * len(sizes), sizes, decoder, element_size)  # + tier bytes, 1-entry codebooks
     if fixed > budget:
         raise ValueError(
             f"compression_ratio={config.compression_ratio} is out of reach for a {num_rows} x {d} embedding with "
@@ -286,16 +300,17 @@ def transform_coding(
     # The greedy count ignores the padding of each bit plane to whole bytes: search the largest target that fits.
     lo, hi = 0.0, 8.0 * (budget - fixed)
     bits = allocation(hi)
-    if _stored_bytes(bits, sizes, d, element_size) > budget:
+    if _stored_bytes(bits, sizes, decoder, element_size) > budget:
         bits = allocation(lo)
         for _ in range(16):
             mid = (lo + hi) / 2
             candidate = allocation(mid)
-            if _stored_bytes(candidate, sizes, d, element_size) <= budget:
+            if _stored_bytes(candidate, sizes, decoder, element_size) <= budget:
                 lo, bits = mid, candidate
             else:
                 hi = mid
-    bits = _fill_padding(bits, variances, weights, budget - _stored_bytes(bits, sizes, d, element_size), element_size)
+    spare = budget - _stored_bytes(bits, sizes, decoder, element_size)
+    bits = _fill_padding(bits, variances, weights, spare, element_size)
 
     generator = torch.Generator().manual_seed(config.seed)
     values = torch.zeros(num_rows, d, dtype=torch.int64)
@@ -332,6 +347,7 @@ def transform_coding(
         flat, weight, bias, kl = fit_to_logits(
             matrix, index, torch.cat(codebooks), state["weight"], state["bias"], hidden.float(),
             None if importance is None else importance.clone(), config.kl_steps, config.seed, show_progress,
+            config.decoder_dtype == "int8",
         )  # fmt: skip
         codebooks = list(flat.split([book.numel() for book in codebooks]))
         state = {"weight": weight, "bias": bias}
