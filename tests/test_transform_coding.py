@@ -323,7 +323,8 @@ def _head_kl(matrix: torch.Tensor, decoded: torch.Tensor, hidden: torch.Tensor) 
     return (teacher.exp() * (teacher - student)).sum(-1).mean().item()
 
 
-def test_fitting_to_the_logits_lowers_the_heads_kl_divergence():
+@pytest.mark.parametrize("decoder_dtype", [None, "int8"])
+def test_fitting_to_the_logits_lowers_the_heads_kl_divergence(decoder_dtype):
     matrix = _anisotropic_matrix(rows=2000, dim=16)
     generator = torch.Generator().manual_seed(5)
     hidden = torch.randn(3000, 16, generator=generator) * torch.linspace(2.0, 0.2, 16)
@@ -333,8 +334,9 @@ def test_fitting_to_the_logits_lowers_the_heads_kl_divergence():
     kl = {}
     for steps in (0, 100):
         config = CompressedEmbeddingConfig(
-            method="transform_coding", compression_ratio=6.0, tied_output_head=True, kl_steps=steps
-        )
+            method="transform_coding", compression_ratio=6.0, tied_output_head=True, kl_steps=steps,
+            decoder_dtype=decoder_dtype,
+        )  # fmt: skip
         layer, report = compress_embedding(matrix, config, show_progress=False, calibration=calibration)
         kl[steps] = _head_kl(matrix, layer.weight.detach(), hidden[2000:])  # held-out states
         assert len(report.loss_history) == 1 + steps
