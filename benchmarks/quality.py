@@ -9,10 +9,11 @@ and with calibration statistics from the calibration splits: token counts, and t
 predicted next-token distribution over 16,384 tokens of their documents in a seeded random order; the preset's 100
 steps of fitting codebooks and decoder to the original logits on 8,192 of those hidden states; data-free: the head's
 metric from random token ids; both with the preset's int8 decoder), SVD and the paper's autoencoder (full published
-recipe unless `--ae-epochs`) with the tied head compressed (the library's compressed model, code-space head) and input-only (the decoded rows as input
-embedding, the original matrix kept as output head), and SVD with its codes stored as int8 (per-row scales) at the same
-bytes. "CR" is bytes of the fp32 embedding / every byte stored for it (codes, scales, decoder), measured on the layer's
-tensors. Perplexity on the recorded *test* splits of Brown and of the Wikipedia articles
+recipe unless `--ae-epochs`) with the tied head compressed (the library's compressed model, code-space head) and
+input-only (the decoded rows as input embedding, the original matrix kept as output head), and SVD with its codes
+stored as int8 (per-row scales) at the same bytes. "CR" is bytes of the fp32 embedding / every byte stored for it
+(codes, scales, decoder), measured on the layer's tensors. Perplexity on the recorded *test* splits of Brown and of the
+Wikipedia articles
 (`compressed_embeddings.assets.text_splits`), sliding windows; fidelity of the decoded matrix (mean/min row cosine,
 relative Frobenius error, norm ratio, and the cosine weighted by token counts on the calibration splits). Scalar
 rounding of the matrix (int8 per row, int4 / int3 in groups of 32 with one fp16 scale per group, and int3 with the rows
