@@ -61,26 +61,34 @@ def test_int8_codes_cannot_be_trained():
         CompressedEmbeddingConfig(codes_dtype="int4")
 
 
-@pytest.mark.parametrize("codes_dtype", ["int8", "float16"])
-def test_quantised_codes_save_reload_and_tied_head(tmp_path, input_ids, codes_dtype):
-    config = CompressedEmbeddingConfig(method="svd", code_dim=8, codes_dtype=codes_dtype)
-    model = compress_model(tiny_model("llama"), config, show_progress=False)
+def _saved_and_reloaded(model, input_ids, folder):
+    """Check the code-space head against the decoded matrix, save, reload (nothing missing, unexpected or mismatched,
+    equal logits); return the reloaded model and the saved tensors' dtypes."""
     layer, head = model.get_input_embeddings(), model.get_output_embeddings()
+    assert layer.head_in_code_space
     hidden = torch.randn(2, 3, 32)
     with torch.no_grad():
         assert torch.allclose(head(hidden), hidden @ layer.weight.T, atol=1e-5), "code-space head == decoded head"
         expected = model(input_ids=input_ids).logits
-    model.save_pretrained(tmp_path / "q")
-    loaded, info = AutoModelForCausalLM.from_pretrained(tmp_path / "q", output_loading_info=True)
+    model.save_pretrained(folder)
+    loaded, info = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
-    assert loaded.get_input_embeddings().codes.dtype == layer.codes.dtype
     with torch.no_grad():
         assert torch.equal(loaded.eval()(input_ids=input_ids).logits, expected)
-    # The file holds the codes in their storage dtype.
     from safetensors import safe_open
 
-    with safe_open(str(tmp_path / "q" / "model.safetensors"), "pt") as checkpoint:
-        assert checkpoint.get_tensor("model.embed_tokens.codes").dtype == layer.codes.dtype
+    with safe_open(str(folder / "model.safetensors"), "pt") as checkpoint:
+        return loaded, {name: checkpoint.get_tensor(name).dtype for name in checkpoint.keys()}
+
+
+@pytest.mark.parametrize("codes_dtype", ["int8", "float16"])
+def test_quantised_codes_save_reload_and_tied_head(tmp_path, input_ids, codes_dtype):
+    config = CompressedEmbeddingConfig(method="svd", code_dim=8, codes_dtype=codes_dtype)
+    model = compress_model(tiny_model("llama"), config, show_progress=False)
+    layer = model.get_input_embeddings()
+    loaded, saved = _saved_and_reloaded(model, input_ids, tmp_path / "q")
+    assert loaded.get_input_embeddings().codes.dtype == layer.codes.dtype
+    assert saved["model.embed_tokens.codes"] == layer.codes.dtype  # the file holds the codes in their storage dtype
 
 
 def test_int8_codes_survive_resize(input_ids):
@@ -143,21 +151,8 @@ def test_int8_decoder_stores_a_quarter_of_the_bytes_and_keeps_its_int8_through_c
 def test_int8_decoder_save_reload_tied_head_and_training(tmp_path, input_ids):
     config = CompressedEmbeddingConfig(method="autoencoder", code_dim=8, max_steps=5, decoder_dtype="int8")
     model = compress_model(tiny_model("llama"), config, show_progress=False)
-    layer, head = model.get_input_embeddings(), model.get_output_embeddings()
-    assert layer.head_in_code_space
-    hidden = torch.randn(2, 3, 32)
-    with torch.no_grad():
-        assert torch.allclose(head(hidden), hidden @ layer.weight.T, atol=1e-5), "code-space head == decoded head"
-        expected = model(input_ids=input_ids).logits
-    model.save_pretrained(tmp_path / "q")
-    loaded, info = AutoModelForCausalLM.from_pretrained(tmp_path / "q", output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
-    with torch.no_grad():
-        assert torch.equal(loaded.eval()(input_ids=input_ids).logits, expected)
-    from safetensors import safe_open
-
-    with safe_open(str(tmp_path / "q" / "model.safetensors"), "pt") as checkpoint:
-        assert checkpoint.get_tensor("model.embed_tokens.decoder.qweight").dtype == torch.int8
+    loaded, saved = _saved_and_reloaded(model, input_ids, tmp_path / "q")
+    assert saved["model.embed_tokens.decoder.qweight"] == torch.int8
     # The int8 values stay; the scales and the bias train.
     decoder = loaded.train().get_input_embeddings().decoder
     loaded(input_ids=input_ids, labels=input_ids).loss.backward()

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..configuration import CompressedEmbeddingConfig
-from ..layer import Int8Linear
+from ..layer import Int8Linear, build_decoder
 from ..packed_codes import MAX_BITS, row_bytes
 from . import MethodOutput, register_method
 
@@ -169,9 +169,10 @@ def _stored_bytes(bits: list[list[int]], sizes: list[int], decoder_bytes: int, e
     return codes + codebooks + decoder_bytes + sum(sizes)  # + one tier byte per row
 
 
-def decoder_bytes(d: int, element_size: int, int8: bool) -> int:
-    """Bytes of the `d -> d` linear decoder with bias: float, or int8 weight + one scale per column + bias."""
-    return d * d + 2 * d * element_size if int8 else (d * d + d) * element_size
+def _decoder_bytes(d: int, dtype: torch.dtype, int8: bool) -> int:
+    """Bytes of the `d -> d` linear decoder with bias that the layer will store (built on the meta device)."""
+    decoder = build_decoder(d, d, device="meta", dtype=dtype, int8=int8)
+    return sum(p.numel() * p.element_size() for p in decoder.parameters())
 
 
 def _fill_padding(
@@ -285,7 +286,7 @@ def transform_coding(
     variances = torch.stack([rotated[tiers == tier].var(0, unbiased=False) for tier in range(len(sizes))])
     weights = [1.0] if importance is None else [float(importance[tiers == t].sum()) for t in range(len(sizes))]
 
-    decoder = decoder_bytes(d, element_size, config.decoder_dtype == "int8")
+    decoder = _decoder_bytes(d, dtype, config.decoder_dtype == "int8")
     fixed = _stored_bytes([[0] * d] * len(sizes), sizes, decoder, element_size)  # + tier bytes, 1-entry codebooks
     if fixed > budget:
         raise ValueError(
