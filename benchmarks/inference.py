@@ -9,10 +9,14 @@ For the original, for SVD and the paper's autoencoder at each ratio and for tran
 - prefill latency, generate-style (`logits_to_keep=1`) and full logits, for batch 1 x 512 and 8 x 128 tokens;
 - greedy decode tokens/s (128 new tokens after a 32-token prompt);
 - resident memory after load and the peak during generation, and load time (each model in a fresh process);
-- checkpoint bytes on disk vs the theoretical size (every stored tensor once).
-Timings are medians over interleaved repetitions (model order rotates every repetition; in a repetition every
-model runs the same forward pass back to back), and each ratio is the median over repetitions of compressed /
-original within the same repetition. Writes `inference.md` and `inference.json` into `--output`.
+- checkpoint bytes on disk vs the theoretical size (every stored tensor once);
+- the time of the only work a generate-style prefill does differently: the lookup of the 1 x 512 prompt and the
+  head at its last position.
+Timings are medians over interleaved repetitions (model order rotates every repetition; within a repetition the
+models take turns call by call on the same input), and each ratio is the median over repetitions of compressed /
+original within the same repetition, with a distribution-free 95 % confidence interval. A control, the original
+loaded a second time and timed as if it were a compressed model, shows how far the machine's noise moves a ratio.
+Writes `inference.md` and `inference.json` into `--output`.
 
 Speed does not depend on how well the codes were trained (the shapes are the same), so the autoencoder is
 trained for `--ae-epochs` (default 1) instead of the paper's 30 to keep the run short; the quality benchmark
@@ -28,6 +32,7 @@ models are then compressions of those random weights.
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -43,6 +48,9 @@ PROMPT_TOKENS = 32
 NEW_TOKENS = 128
 CPU = torch.device("cpu")
 FORWARD_KEYS = ("prefill_1x512_s", "prefill_8x128_s", "forward_all_logits_1x512_s", "forward_all_logits_8x128_s")
+# The original loaded a second time and timed as if it were a compressed model: its "ratios" would be 1.00 on a
+# quiet machine, so they show how far this machine's noise moves a ratio.
+CONTROL = "original-again"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -72,7 +80,7 @@ def prepare(work: Path, ratios: list[float], ae_epochs: int, random_weights: boo
     if random_weights:
         work = work / "random-weights"
     source = random_original(work) if random_weights else smollm2_path()
-    folders = {"original": source}
+    folders = {"original": source, CONTROL: source}
     for ratio in ratios:
         # transform coding (data-free: calibration changes values, not shapes) at the highest ratio only
         for method in ("svd", "autoencoder", *(("transform_coding",) if ratio == max(ratios) else ())):
@@ -80,8 +88,11 @@ def prepare(work: Path, ratios: list[float], ae_epochs: int, random_weights: boo
             folder = work / name
             if not (folder / "model.safetensors").exists():
                 model = AutoModelForCausalLM.from_pretrained(source)
-                extra = {"epochs": ae_epochs} if method == "autoencoder" else {}
-                config = CompressedEmbeddingConfig(method=method, compression_ratio=ratio, **extra)
+                if method == "transform_coding":  # the preset's stored layout (int8 decoder); no text to fit to
+                    config = CompressedEmbeddingConfig.preset(method, compression_ratio=ratio, kl_steps=0)
+                else:
+                    extra = {"epochs": ae_epochs} if method == "autoencoder" else {}
+                    config = CompressedEmbeddingConfig(method=method, compression_ratio=ratio, **extra)
                 compress_model(model, config, show_progress=False).save_pretrained(folder)
             folders[name] = folder
     return folders
@@ -94,18 +105,26 @@ def _synchronize(device: torch.device) -> None:
 
 
 INNER_STATISTICS = {"min": min, "median": statistics.median}
+LOOKUP_AND_HEAD_CALLS = 10
 
 
-def _time(function, repeats: int = 1, device: torch.device = CPU, statistic: str = "min") -> float:
-    """`statistic` (the fastest, or the median) of `repeats` timed calls."""
-    times = []
-    for _ in range(repeats):
-        _synchronize(device)
-        start = time.perf_counter()
-        function()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    return INNER_STATISTICS[statistic](times)
+def _time(function, device: torch.device = CPU) -> float:
+    """Seconds one call of `function` takes (the device's queued work included)."""
+    _synchronize(device)
+    start = time.perf_counter()
+    function()
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
+def _interleaved(functions: dict, calls: int, device: torch.device = CPU, statistic: str = "min") -> dict:
+    """`statistic` (the fastest, or the median) of `calls` timed calls of each function, the functions taking turns
+    call by call, so that every model's calls span the same stretch of the machine's time."""
+    times = {name: [] for name in functions}
+    for _ in range(calls):
+        for name, function in functions.items():
+            times[name].append(_time(function, device))
+    return {name: INNER_STATISTICS[statistic](values) for name, values in times.items()}
 
 
 def time_all(
@@ -145,19 +164,16 @@ def time_all(
                 model.generate(prompt, max_new_tokens=16, min_new_tokens=16, do_sample=False, pad_token_id=0)
         for repeat in range(repeats):
             order = names[repeat % len(names) :] + names[: repeat % len(names)]
-            # Forward passes: every model back to back on the same input, so that a repetition's samples are
-            # seconds apart (the ratios pair them, see `paired_ratios`).
             for shape, ids in inputs.items():
                 for key, keep in ((f"prefill_{shape}_s", 1), (f"forward_all_logits_{shape}_s", 0)):
-                    for name in order:
-                        results[name].setdefault(key, []).append(
-                            _time(
-                                lambda m=models[name], i=ids, k=keep: m(i, logits_to_keep=k),
-                                inner_repeats,
-                                device,
-                                inner_statistic,
-                            )
-                        )
+                    calls = {name: lambda m=models[name], i=ids, k=keep: m(i, logits_to_keep=k) for name in order}
+                    for name, seconds in _interleaved(calls, inner_repeats, device, inner_statistic).items():
+                        results[name].setdefault(key, []).append(seconds)
+            # The only work a compressed model's prefill does differently: the prompt's lookup and the head at the
+            # last position (the layers in between are the original's). Short calls: the fastest of several.
+            calls = {name: lambda m=models[name]: _lookup_and_head(m, inputs["1x512"]) for name in order}
+            for name, seconds in _interleaved(calls, LOOKUP_AND_HEAD_CALLS, device).items():
+                results[name].setdefault("lookup_and_head_1x512_s", []).append(seconds)
             for name in order:
                 model, record = models[name], results[name]
                 _synchronize(device)
@@ -172,14 +188,32 @@ def time_all(
     return results
 
 
-def paired_ratios(samples: dict[str, list[float]], original: dict[str, list[float]]) -> dict[str, float]:
+def _lookup_and_head(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """The input lookup of `input_ids` and the output head at their last position, as a prefill runs them."""
+    embeddings = model.get_input_embeddings()(input_ids)
+    return model.get_output_embeddings()(embeddings[:, -1:])
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval for the median of `values`: the j-th smallest and j-th largest value,
+    with j the largest rank whose coverage (`1 - 2 P(B < j)`, `B ~ Binomial(n, 1/2)`) is at least `confidence`.
+    Below 6 values even the whole range covers less than 95 %; it is returned all the same."""
+    ordered, n = sorted(values), len(values)
+    rank = 1
+    while rank < n // 2 and 1 - 2 * sum(math.comb(n, i) for i in range(rank + 1)) / 2**n >= confidence:
+        rank += 1
+    return ordered[rank - 1], ordered[n - rank]
+
+
+def paired_ratios(
+    samples: dict[str, list[float]], original: dict[str, list[float]]
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
     """For each timing, the median over repetitions of (this model's sample / the original's sample of the same
-    repetition): pairs measured seconds apart, so that slow drifts of a shared machine cancel out."""
-    return {
-        key: statistics.median(a / b for a, b in zip(values, original[key]))
-        for key, values in samples.items()
-        if key in original
-    }
+    repetition), and its 95 % confidence interval: pairs measured seconds apart, so that slow drifts of a shared
+    machine cancel out."""
+    pairs = {key: [a / b for a, b in zip(values, original[key])] for key, values in samples.items() if key in original}
+    medians = {key: statistics.median(ratios) for key, ratios in pairs.items()}
+    return medians, {key: median_interval(ratios) for key, ratios in pairs.items()}
 
 
 MEMORY_PROBE = r"""
@@ -308,7 +342,9 @@ def main() -> None:
             for key in row
             if isinstance(row[key], float | int) and key not in ("samples",) and base[key]
         }
-        row["ratios"].update(paired_ratios(timings[name], timings["original"]))
+        medians, intervals = paired_ratios(timings[name], timings["original"])
+        row["ratios"].update(medians)
+        row["ratio_intervals"] = intervals
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
     machine += f"{torch.get_num_threads()} threads"
     if device.type == "cuda":
@@ -367,18 +403,21 @@ def render(meta: dict, rows: dict) -> str:
         "training.",
         "",
         "| model | prefill 1x512 (s) | prefill 8x128 (s) | full logits 1x512 (s) | decode tok/s | "
-        "RSS after load (MiB) | peak RSS in generation (MiB) | load (s) | checkpoint (MiB) | tensors (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "lookup + head in prefill 1x512 (ms) | RSS after load (MiB) | peak RSS in generation (MiB) | load (s) | "
+        "checkpoint (MiB) | tensors (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         ratio = row["ratios"]
+        lookup_and_head = row.get("lookup_and_head_1x512_s")
         lines.append(
-            f"| {name} | {row['prefill_1x512_s']:.3f} ({ratio['prefill_1x512_s']:.2f}x) | "
+            f"| {_label(name)} | {row['prefill_1x512_s']:.3f} ({ratio['prefill_1x512_s']:.2f}x) | "
             f"{row['prefill_8x128_s']:.3f} ({ratio['prefill_8x128_s']:.2f}x) | "
             f"{row['forward_all_logits_1x512_s']:.3f} ({ratio['forward_all_logits_1x512_s']:.2f}x) | "
             f"{row['decode_tokens_per_s']:.1f} ({ratio['decode_tokens_per_s']:.2f}x) | "
-            f"{row['rss_after_load'] / 2**20:.0f} | {row['peak_rss_generation'] / 2**20:.0f} | {row['load_s']:.2f} | "
-            f"{row['checkpoint_bytes'] / 2**20:.1f} | {row['tensor_bytes'] / 2**20:.1f} |"
+            + ("-" if lookup_and_head is None else f"{1000 * lookup_and_head:.2f}")
+            + f" | {row['rss_after_load'] / 2**20:.0f} | {row['peak_rss_generation'] / 2**20:.0f} | "
+            f"{row['load_s']:.2f} | {row['checkpoint_bytes'] / 2**20:.1f} | {row['tensor_bytes'] / 2**20:.1f} |"
         )
     base = rows["original"]
     lines += [
@@ -393,10 +432,10 @@ def render(meta: dict, rows: dict) -> str:
         "disk (safetensors header included).",
         *(
             [
-                '- *transform coding*: packed codes (`method="transform_coding"`, data-free here: calibration '
-                "changes values, not shapes). Its tied head decodes the full matrix once and caches it in inference "
-                "([Keep perplexity](../guides/transform-coding.md#costs)), so it shrinks the checkpoint, not the "
-                "memory of a running model.",
+                '- *transform coding*: packed codes and an int8 decoder (`preset("transform_coding")`, data-free '
+                "here: calibration changes values, not shapes). Its tied head decodes the full matrix once and "
+                "caches it in inference ([Keep perplexity](../guides/transform-coding.md#costs)), so it shrinks the "
+                "checkpoint, not the memory of a running model.",
             ]
             if any(name.startswith("transform-coding") for name in rows)
             else []
@@ -406,7 +445,7 @@ def render(meta: dict, rows: dict) -> str:
         "",
     ]
     for name, row in rows.items():
-        if name == "original":
+        if name in ("original", CONTROL):
             continue
         saved = base["tensor_bytes"] - row["tensor_bytes"]
         limit = base["peak_rss_generation"] - 0.8 * saved
@@ -416,8 +455,61 @@ def render(meta: dict, rows: dict) -> str:
             f"{saved / 2**20:.0f} MiB saved) {limit / 2**20:.0f} MiB: "
             f"{'OK' if row['peak_rss_generation'] <= limit else 'ABOVE'}"
         )
-    lines.append("")
+    lines += ["", *prefill_section(rows)]
     return "\n".join(lines)
+
+
+def _label(name: str) -> str:
+    return f"{name} (control)" if name == CONTROL else name
+
+
+def prefill_section(rows: dict) -> list[str]:
+    """Confidence intervals of the timing ratios, and what a generate-style prefill does differently."""
+    if not all("ratio_intervals" in row for row in rows.values()):  # runs before the intervals were recorded
+        return []
+    keys = ("prefill_1x512_s", "prefill_8x128_s", "forward_all_logits_1x512_s", "decode_tokens_per_s")
+    lines = [
+        "## How precise the timing ratios are",
+        "",
+        "Median paired ratio (compressed / original) with its 95 % confidence interval (distribution-free: order "
+        "statistics of the paired ratios). The control row times the original against itself.",
+        "",
+        "| model | prefill 1x512 | prefill 8x128 | full logits 1x512 | decode tok/s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        if name == "original":
+            continue
+        cells = []
+        for key in keys:
+            low, high = row["ratio_intervals"][key]
+            cells.append(f"{row['ratios'][key]:.3f} [{low:.3f}, {high:.3f}]")
+        lines.append(f"| {_label(name)} | {' | '.join(cells)} |")
+    original = rows["original"]
+    if "lookup_and_head_1x512_s" not in original:
+        return lines + [""]
+    linear = [name for name in rows if name.startswith(("svd", "autoencoder"))]
+    saved = [original["lookup_and_head_1x512_s"] - rows[name]["lookup_and_head_1x512_s"] for name in linear]
+    share = [seconds / original["prefill_1x512_s"] for seconds in saved]
+    control = rows.get(CONTROL, {}).get("ratio_intervals", {})
+    lines += [
+        "",
+        "A generate-style prefill runs the original's layers unchanged; the compressed models differ only in the "
+        "lookup of the prompt and in the head at its last position (column *lookup + head*, the fastest of "
+        f"{LOOKUP_AND_HEAD_CALLS} calls per repetition). The original's head reads the whole `V x d` matrix for that "
+        f"one position: {1000 * original['lookup_and_head_1x512_s']:.2f} ms, against "
+        f"{1000 * min(rows[name]['lookup_and_head_1x512_s'] for name in linear):.2f}-"
+        f"{1000 * max(rows[name]['lookup_and_head_1x512_s'] for name in linear):.2f} ms for SVD and the autoencoder, "
+        f"which saves {1000 * min(saved):.1f}-{1000 * max(saved):.1f} ms per prefill, "
+        f"{100 * min(share):.1f}-{100 * max(share):.1f} % of the original's 1x512 prefill.",
+    ]
+    if control:
+        low, high = control["prefill_1x512_s"]
+        lines[-1] += (
+            f" The control's interval for the same timing, [{low:.3f}, {high:.3f}], is how far this machine's noise "
+            "moves a ratio in this run."
+        )
+    return lines + [""]
 
 
 def render_cuda(meta: dict, rows: dict) -> str:
@@ -457,8 +549,8 @@ def render_cuda(meta: dict, rows: dict) -> str:
             return f"{1000 * row[key]:.2f} ({ratio[key]:.2f}x)"
 
         lines.append(
-            f"| {name} | {ms('prefill_1x512_s')} | {ms('prefill_8x128_s')} | {ms('forward_all_logits_1x512_s')} | "
-            f"{ms('forward_all_logits_8x128_s')} | "
+            f"| {_label(name)} | {ms('prefill_1x512_s')} | {ms('prefill_8x128_s')} | "
+            f"{ms('forward_all_logits_1x512_s')} | {ms('forward_all_logits_8x128_s')} | "
             f"{row['decode_tokens_per_s']:.1f} ({ratio['decode_tokens_per_s']:.2f}x) | "
             f"{row['cuda_allocated_after_load'] / 2**20:.0f} | {row['cuda_peak_generation'] / 2**20:.0f} | "
             f"{row['load_s']:.2f} | {row['checkpoint_bytes'] / 2**20:.1f} | {row['tensor_bytes'] / 2**20:.1f} |"
@@ -484,7 +576,7 @@ def render_cuda(meta: dict, rows: dict) -> str:
     for name, row in rows.items():
         samples = row["samples"]
         best = [f"{1000 * min(samples[key]):.2f}" for key in FORWARD_KEYS]
-        lines.append(f"| {name} | {' | '.join(best)} | {max(samples['decode_tokens_per_s']):.1f} |")
+        lines.append(f"| {_label(name)} | {' | '.join(best)} | {max(samples['decode_tokens_per_s']):.1f} |")
     fastest = [1000 * min(row["samples"][key]) for row in rows.values() for key in FORWARD_KEYS]
     if max(fastest) <= 1.15 * min(fastest):
         lines += [
@@ -503,7 +595,7 @@ def render_cuda(meta: dict, rows: dict) -> str:
     base = rows["original"]
     scale = DTYPES[meta["dtype"]].itemsize / 4
     for name, row in rows.items():
-        if name == "original":
+        if name in ("original", CONTROL):
             continue
         saved = (base["tensor_bytes"] - row["tensor_bytes"]) * scale
         limit = base["cuda_peak_generation"] - 0.8 * saved
