@@ -465,7 +465,7 @@ def _label(name: str) -> str:
 
 def prefill_section(rows: dict) -> list[str]:
     """Confidence intervals of the timing ratios, and what a generate-style prefill does differently."""
-    if not all("ratio_intervals" in row for row in rows.values()):  # runs before the intervals were recorded
+    if not all("ratio_intervals" in row for row in rows.values()):  # runs before the intervals (and lookup + head)
         return []
     keys = ("prefill_1x512_s", "prefill_8x128_s", "forward_all_logits_1x512_s", "decode_tokens_per_s")
     lines = [
@@ -486,8 +486,6 @@ def prefill_section(rows: dict) -> list[str]:
             cells.append(f"{row['ratios'][key]:.3f} [{low:.3f}, {high:.3f}]")
         lines.append(f"| {_label(name)} | {' | '.join(cells)} |")
     original = rows["original"]
-    if "lookup_and_head_1x512_s" not in original:
-        return lines + [""]
     linear = [name for name in rows if name.startswith(("svd", "autoencoder"))]
     saved = [original["lookup_and_head_1x512_s"] - rows[name]["lookup_and_head_1x512_s"] for name in linear]
     share = [seconds / original["prefill_1x512_s"] for seconds in saved]

@@ -53,6 +53,12 @@ class Int8Linear(nn.Module):
         scales = weight.detach().float().abs().amax(0).clamp_min(1e-12) / 127.0
         return torch.round(weight.detach().float() / scales).clamp_(-127, 127).to(torch.int8), scales
 
+    @staticmethod
+    def rounded(weight: torch.Tensor) -> torch.Tensor:
+        """A float `out x in` weight as an `Int8Linear` stores it (quantised by `quantize`, dequantised), in fp32."""
+        values, scales = Int8Linear.quantize(weight)
+        return values.float() * scales
+
     @torch.no_grad()
     def set_weight(self, weight: torch.Tensor) -> None:
         """Store a float `out x in` weight, quantised by `quantize`."""

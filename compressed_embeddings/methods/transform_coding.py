@@ -240,10 +240,7 @@ def fit_to_logits(
         with torch.no_grad():
             teacher = (h @ matrix.T).log_softmax(-1)
         values = codebook[index]
-        used = weight
-        if int8:
-            quantized, scales = Int8Linear.quantize(weight)
-            used = weight + (quantized.float() * scales - weight).detach()
+        used = weight + (Int8Linear.rounded(weight) - weight).detach() if int8 else weight  # straight-through
         student = ((h @ used) @ values.T + (h @ bias)[:, None]).log_softmax(-1)
         kl = (teacher.exp() * (teacher - student)).sum(-1).mean()
         rows = torch.multinomial(row_weights, KL_INPUT_ROWS, replacement=True, generator=generator)
