@@ -141,9 +141,15 @@ def random_token_calibration(
 
 
 def _window_length(model: torch.nn.Module, max_length: int) -> int:
-    """`max_length`, capped at the positions the model has (e.g. BERT's 512, or fewer in a small config)."""
+    """`max_length`, capped at the positions the model has (e.g. BERT's 512, or fewer in a small config; RoBERTa's
+    positions start after its padding index, 514 positions hold 512 tokens)."""
     positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    return min(max_length, positions) if isinstance(positions, int) and positions > 0 else max_length
+    if not (isinstance(positions, int) and positions > 0):
+        return max_length
+    embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
+    if hasattr(embeddings, "create_position_ids_from_input_ids"):  # RoBERTa-style positions: padding_idx + 1 on
+        positions -= embeddings.padding_idx + 1
+    return max(1, min(max_length, positions))
 
 
 @torch.no_grad()

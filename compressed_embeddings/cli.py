@@ -2,7 +2,7 @@
 
 ```
 compressed-embeddings compress MODEL_OR_PATH --ratio 10 [--method autoencoder|svd] [--code-dim K] --output DIR
-                             [--push-to-hub USER/NAME] [--base-model HUB_ID]
+                             [--dtype auto|float32|bfloat16|float16] [--push-to-hub USER/NAME] [--base-model HUB_ID]
 compressed-embeddings evaluate MODEL_OR_PATH --text SOURCE [--text SOURCE ...] [--reference ORIGINAL] [--json FILE]
 compressed-embeddings hook install|uninstall|status [--target DIR]
 ```
@@ -83,7 +83,26 @@ def _folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
-def _load_model(source: str, revision: str | None, allow_pickle: bool = False, auto_class: str | None = None):
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _add_dtype_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help=f"dtype to load {what} in: auto (default: the dtype its weights are stored in, as transformers' "
+        "dtype='auto'), float32, bfloat16 or float16.",
+    )
+
+
+def _load_model(
+    source: str,
+    revision: str | None,
+    allow_pickle: bool = False,
+    auto_class: str | None = None,
+    dtype: str = "auto",
+):
     import torch
     import transformers
     from safetensors import SafetensorError
@@ -103,7 +122,10 @@ def _load_model(source: str, revision: str | None, allow_pickle: bool = False, a
         model_class = transformers.AutoModel
     try:  # safetensors only, unless --allow-pickle (transformers then prefers safetensors, else unpickles .bin)
         return model_class.from_pretrained(
-            source, revision=revision, dtype=torch.float32, use_safetensors=None if allow_pickle else True
+            source,
+            revision=revision,
+            dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+            use_safetensors=None if allow_pickle else True,
         )
     except SafetensorError as error:
         raise CommandError(
@@ -182,6 +204,7 @@ def compress_command_parser(subparsers) -> argparse.ArgumentParser:
         "--input-only", action="store_true", help="Untie a tied output head and keep its original matrix."
     )
     parser.add_argument("--revision", help="Hub revision of MODEL_OR_PATH.")
+    _add_dtype_argument(parser, "MODEL_OR_PATH (and write OUTPUT)")
     parser.add_argument(
         "--allow-pickle",
         action="store_true",
@@ -250,9 +273,13 @@ def compress_command(args: argparse.Namespace) -> int:
         calibration_texts = [doc for source in args.calibration_text for doc in load_texts(source)]
 
     start = time.perf_counter()
-    model = _load_model(args.model, args.revision, args.allow_pickle)
+    model = _load_model(args.model, args.revision, args.allow_pickle, dtype=args.dtype)
     source_bytes = _folder_bytes(Path(args.model)) if Path(args.model).is_dir() else None
-    print(f"Loaded {type(model).__name__} from {args.model} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    print(
+        f"Loaded {type(model).__name__} from {args.model} ({str(model.dtype).removeprefix('torch.')}) in "
+        f"{time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+    )
     accelerator = default_accelerator()  # under `accelerate launch`, the processes train together
     calibration = None
     if calibration_texts is not None:
@@ -295,14 +322,22 @@ def compress_command(args: argparse.Namespace) -> int:
         raise
 
     print(report)
-    original_bytes = report.original_parameters * model.get_input_embeddings().compute_dtype.itemsize
+    saved = report.original_bytes - report.stored_bytes
     print(
-        f"Embedding: {original_bytes / 2**20:.1f} MiB -> {report.stored_bytes / 2**20:.1f} MiB "
-        f"({str(model.dtype).removeprefix('torch.')}), {(original_bytes - report.stored_bytes) / 2**20:.1f} MiB saved"
+        f"Embedding: {report.original_bytes / 2**20:.1f} MiB -> {report.stored_bytes / 2**20:.1f} MiB in "
+        f"{report.dtype} ({report.bytes_ratio:.2f}x), {saved / 2**20:.1f} MiB saved; "
+        f"{report.bytes_ratio_vs_fp32:.2f}x against the fp32 matrix ({report.original_parameters * 4 / 2**20:.1f} MiB)"
     )
     written = _folder_bytes(output)
     if source_bytes:
         print(f"Checkpoint folder: {source_bytes / 2**20:.1f} MiB -> {written / 2**20:.1f} MiB")
+        if written > source_bytes - 0.5 * saved:
+            print(
+                f"warning: the output folder is not {0.5 * saved / 2**20:.1f} MiB smaller than the source although "
+                f"the embedding saved {saved / 2**20:.1f} MiB: the rest of the model was written in {report.dtype}; "
+                "is the source stored in a narrower dtype? Pass --dtype auto (the default) to keep it.",
+                file=sys.stderr,
+            )
     print(f"Saved to {output}")
     if args.push_to_hub:
         from .hub import push_folder
@@ -343,6 +378,7 @@ def evaluate_command_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--stride", type=int, default=256, help="Window stride in tokens (default: 256).")
     parser.add_argument("--batch-size", type=int, default=4, help="Windows per forward pass (default: 4).")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of MODEL.")
+    _add_dtype_argument(parser, "MODEL and the reference")
     parser.add_argument("--json", metavar="FILE", help="Also write the results as JSON to FILE.")
     parser.add_argument("--allow-pickle", action="store_true", help="Accept pickle weights (trusted sources only).")
     parser.set_defaults(func=evaluate_command)
@@ -364,9 +400,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError) as error:
             raise CommandError(f"Could not read --text {source}: {error}") from None
     auto_class = "AutoModelForCausalLM" if texts else None
-    models = {"model": _load_model(args.model, args.revision, args.allow_pickle, auto_class)}
+    models = {"model": _load_model(args.model, args.revision, args.allow_pickle, auto_class, args.dtype)}
     if args.reference:
-        models["reference"] = _load_model(args.reference, None, args.allow_pickle, auto_class)
+        models["reference"] = _load_model(args.reference, None, args.allow_pickle, auto_class, args.dtype)
         if callable(embedding_rows(models["reference"])):
             raise CommandError(f"--reference {args.reference} is itself compressed: pass the original model.")
     tokenizer = AutoTokenizer.from_pretrained(args.reference or args.model) if texts else None

@@ -33,7 +33,12 @@ class UnsupportedModelError(ValueError):
 
 @dataclass
 class CompressionReport:
-    """What a compression cost and what it kept."""
+    """What a compression cost and what it kept.
+
+    Bytes are counted against the embedding in the model's own dtype (`dtype`, `original_bytes`, `bytes_ratio`),
+    with fp32 and bf16 beside. `runtime_bytes` is what the layer holds while a model runs: the stored tensors plus,
+    for packed codes, their runtime layout (the integer matrices a tied head multiplies; see `packed_runtime`).
+    """
 
     method: str
     num_embeddings: int
@@ -52,6 +57,10 @@ class CompressionReport:
     bytes_ratio_vs_fp32: float = 0.0
     bytes_ratio_vs_bf16: float = 0.0
     config: CompressedEmbeddingConfig | None = None
+    dtype: str = "float32"
+    original_bytes: int = 0
+    bytes_ratio: float = 0.0
+    runtime_bytes: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,11 +76,15 @@ class CompressionReport:
                 f"codes {self.num_embeddings} x {self.code_dim} + decoder; {self.original_parameters:,} -> "
                 f"{self.stored_parameters:,} parameters (ratio {self.compression_ratio:.2f}x; "
             )
+        per_row = self.stored_bytes / self.num_embeddings
+        running = ""
+        if self.runtime_bytes > self.stored_bytes:
+            running = f", {self.runtime_bytes / self.num_embeddings:.0f} bytes per row while running"
         return (
             f"{self.method}: {self.num_embeddings} x {self.embedding_dim} -> {size}"
-            f"{self.stored_bytes / 2**20:.2f} MiB stored, "
-            f"{self.bytes_ratio_vs_fp32:.2f}x vs fp32, {self.bytes_ratio_vs_bf16:.2f}x vs bf16); "
-            f"mean cosine {self.mean_cosine:.4f} (min {self.min_cosine:.4f}), "
+            f"{self.original_bytes / 2**20:.2f} -> {self.stored_bytes / 2**20:.2f} MiB in {self.dtype}, "
+            f"{self.bytes_ratio:.2f}x; {self.bytes_ratio_vs_fp32:.2f}x vs fp32; {per_row:.0f} bytes per row stored"
+            f"{running}); mean cosine {self.mean_cosine:.4f} (min {self.min_cosine:.4f}), "
             f"relative Frobenius error {self.relative_frobenius_error:.4f}; {self.wall_time_s:.1f} s"
         )
 
@@ -122,6 +135,8 @@ def compress_embedding(
         fidelity = embedding_fidelity(matrix, _decoded_rows(layer))  # decodes chunk by chunk: no second V x d copy
     stored = sum(p.numel() for p in layer.parameters())
     stored_bytes = sum(t.numel() * t.element_size() for t in layer.state_dict().values())
+    runtime = layer.packed_runtime()
+    original_bytes = matrix.numel() * dtype.itemsize
     report = CompressionReport(
         method=config.method,
         num_embeddings=matrix.shape[0],
@@ -140,6 +155,10 @@ def compress_embedding(
         bytes_ratio_vs_fp32=matrix.numel() * 4 / stored_bytes,
         bytes_ratio_vs_bf16=matrix.numel() * 2 / stored_bytes,
         config=config,
+        dtype=str(dtype).removeprefix("torch."),
+        original_bytes=original_bytes,
+        bytes_ratio=original_bytes / stored_bytes,
+        runtime_bytes=stored_bytes + (runtime.nbytes() if runtime is not None else 0),
     )
     return layer, report
 

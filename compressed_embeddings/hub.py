@@ -37,7 +37,7 @@ from transformers.utils import logging
 
 from .configuration import CONFIG_KEY, CompressedEmbeddingConfig
 from .layer import CompressedEmbedding, CompressedOutputHead
-from .modeling import CompressedModelMixin, family_classes
+from .modeling import CODE_FILES, CompressedModelMixin, family_classes
 
 logger = logging.get_logger(__name__)
 
@@ -143,6 +143,7 @@ def _figures(model) -> dict:
         "original_bytes": original_bytes,
         "stored_bytes": stored_bytes,
         "saved_bytes": original_bytes - stored_bytes,
+        "fp32_ratio": vocab * hidden * 4 / stored_bytes,
         "tied": isinstance(model.get_output_embeddings(), CompressedOutputHead),
     }
 
@@ -223,8 +224,9 @@ embedding matrix is replaced by per-token codes ({size["vocab"]:,} x {size["code
 | embedding parameters | {size["vocab"] * size["hidden"]:,} -> {size["stored_parameters"]:,} (codes + decoder, \
 {size["decoder_parameters"]:,} in the decoder) |
 | compression ratio | {size["ratio"]:.2f}x (parameters) |
-| embedding bytes | {size["original_bytes"]:,} -> {size["stored_bytes"]:,} ({size["dtype"]} original; \
-{size["saved_bytes"]:,} bytes saved) |
+| embedding bytes | {size["original_bytes"]:,} -> {size["stored_bytes"]:,} in {size["dtype"]}, the model's dtype \
+({size["original_bytes"] / size["stored_bytes"]:.2f}x, {size["saved_bytes"]:,} bytes saved; \
+{size["fp32_ratio"]:.2f}x against the matrix in fp32) |
 | codes during fine-tuning | {"frozen (the decoder trains)" if spec.freeze_codes else "trainable"} |
 
 ## Quality
@@ -243,8 +245,8 @@ from transformers import {auto_name}
 model = {auto_name}.from_pretrained("{name}")
 ```
 
-With transformers alone: the repository carries the model code (`configuration.py`, `layer.py`, `modeling.py`,
-`version.py`; they import only torch and transformers). Read them, then:
+With transformers alone: the repository carries the model code ({", ".join(f"`{name}`" for name in CODE_FILES)};
+they import only torch and transformers). Read them, then:
 
 ```python
 from transformers import {auto_name}

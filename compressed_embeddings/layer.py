@@ -9,9 +9,13 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers.utils import logging
 
 from .configuration import CompressedEmbeddingConfig
 from .packed_codes import PackedCodes
+from .packed_runtime import GridError, PackedRuntime, kernels_available
+
+logger = logging.get_logger(__name__)
 
 _ACTIVATIONS = {"elu": nn.ELU, "gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 CODES_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
@@ -71,8 +75,50 @@ class Int8Linear(nn.Module):
         """The dequantised weight (`out x in`, in the dtype of `scales`)."""
         return self.qweight.to(self.scales.dtype) * self.scales
 
+    def _kernel(self, x: torch.Tensor, width: int) -> bool:
+        """Whether the int8 weight-only kernel can take `x` as it is: bf16 activations on the CPU (where it keeps
+        the result of a bf16 `F.linear`, without dequantising the weight), a width it handles, no gradient needed."""
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.scales.requires_grad)
+        return (
+            x.dtype == torch.bfloat16
+            and self.scales.dtype == torch.bfloat16
+            and width % 16 == 0
+            and not needs_grad
+            and kernels_available(x.device)
+        )
+
+    def _ones(self, size: int, device: torch.device) -> torch.Tensor:
+        cache = self.__dict__.setdefault("_ones_cache", {})
+        if (size, device) not in cache:
+            cache[size, device] = torch.ones(size, dtype=torch.bfloat16, device=device)
+        return cache[size, device]
+
+    def _kernel_weight(self, transposed: bool) -> torch.Tensor:
+        """The int8 weight as the kernel reads it, in memory of its own: the kernel needs aligned rows (it crashes on
+        a tensor memory-mapped from a checkpoint at an arbitrary offset), and `project` needs it transposed. Costs
+        one more `out x in` bytes, recomputed when the weight changes."""
+        key = (self.qweight.data_ptr(), self.qweight._version, self.qweight.device)
+        cache = self.__dict__.setdefault("_kernel_weights", {})
+        if cache.get(transposed, (None,))[0] != key:
+            weight = self.qweight.T if transposed else self.qweight
+            cache[transposed] = (key, torch.empty(weight.shape, dtype=torch.int8, device=weight.device).copy_(weight))
+        return cache[transposed][1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        if not self._kernel(x, self.in_features):
+            return F.linear(x, self.weight, self.bias)
+        flat = (x * self.scales).reshape(-1, self.in_features)
+        out = torch._weight_int8pack_mm(flat, self._kernel_weight(False), self._ones(self.out_features, x.device))
+        out = out.view(*x.shape[:-1], self.out_features)
+        return out if self.bias is None else out + self.bias
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """`h @ weight` (`... x out` -> `... x in`): a tied head's hidden states taken into code space."""
+        if not self._kernel(h, self.out_features):
+            return h @ self.weight
+        flat = h.reshape(-1, self.out_features).contiguous()
+        out = torch._weight_int8pack_mm(flat, self._kernel_weight(True), self.scales.clone())
+        return out.view(*h.shape[:-1], self.in_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -268,9 +314,33 @@ class CompressedEmbedding(nn.Module):
 
     @property
     def head_in_code_space(self) -> bool:
-        """Whether a tied head computes `(h W) C^T + h . b` instead of decoding `E`: a linear decoder over float or
-        int8 codes (packed codes cost more to unpack than the product saves)."""
-        return self.is_linear and self.codes is not None
+        """Whether a tied head computes `(h W) C^T + h . b` instead of decoding `E`: a linear decoder (over float or
+        int8 codes, or over packed codes through their runtime layout, `packed_runtime`)."""
+        return self.is_linear
+
+    def packed_runtime(self, mode: str = "kernels") -> PackedRuntime | None:
+        """The runtime layout of packed codes ([`PackedRuntime`]), built on first use and rebuilt whenever the planes,
+        codebooks or row tiers change or move; `None` for other codes, or for codebooks that are not on their grids
+        (checkpoints of older releases; the head then decodes the rows chunk by chunk)."""
+        if self.codes is not None:
+            return None
+        tensors = [*self.packed.planes, *self.packed.codebooks, self.packed.row_tiers]
+        key = (mode, *((t.data_ptr(), t._version, t.device) for t in tensors))
+        cached = self.__dict__.get("_runtime")
+        if cached is None or cached[0] != key:
+            try:
+                with torch.no_grad():
+                    runtime = PackedRuntime(self.packed, mode)
+            except GridError as error:
+                logger.warning_once(
+                    f"The packed codebooks are not on the grids this release computes logits from ({error}), so the "
+                    "tied head decodes the vocabulary chunk by chunk (slower; no extra memory). Re-create the "
+                    "checkpoint with `compressed-embeddings compress` to get the fast runtime layout."
+                )
+                runtime = None
+            cached = (key, runtime)
+            self.__dict__["_runtime"] = cached
+        return cached[1]
 
     # ------------------------------------------------------------------ compute
     @property
@@ -283,9 +353,13 @@ class CompressedEmbedding(nn.Module):
         return codes if scales is None else codes * scales.to(self.compute_dtype).unsqueeze(-1)
 
     def lookup(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The codes of `input_ids` (`... x k`), dequantised to `compute_dtype`."""
+        """The codes of `input_ids` (`... x k`), dequantised to `compute_dtype` (packed codes: from their runtime layout
+        unless their codebooks are being trained, so that inference never reads the stored planes)."""
         if self.codes is None:
-            return self.packed.lookup(input_ids).to(self.compute_dtype)
+            training = torch.is_grad_enabled() and any(p.requires_grad for p in self.packed.codebooks)
+            runtime = None if training else self.packed_runtime()
+            codes = self.packed.lookup(input_ids) if runtime is None else runtime.lookup(input_ids)
+            return codes.to(self.compute_dtype)
         scales = None if self.code_scales is None else self.code_scales[input_ids]
         return self._dequantize(F.embedding(input_ids, self.codes), scales)
 
@@ -347,12 +421,17 @@ class CompressedOutputHead(nn.Module):
 
     It owns no copy of the embedding (only an optional per-token `bias`, as in BERT's masked-LM decoder), so
     input and output always agree. With a linear decoder `E = C W^T + 1 b^T` it computes in code space,
-    `(h W) C^T + (h . b)`, and never builds `E`.
+    `(h W) C^T + (h . b)`, and never builds `E`; packed codes do it from their runtime layout (int8 / int4 matrices,
+    [`PackedRuntime`]) in inference, and decode `C` (`V x k`) only when gradients are needed.
 
     Args:
         embedding (`CompressedEmbedding`): the input embedding the head is tied to.
         bias (`bool`, *optional*, defaults to `False`): a learnt per-token output bias.
     """
+
+    #: How packed codes' runtime layout multiplies: `"kernels"` (int8 / int4 weight-only kernels, bf16 activations;
+    #: the CPU) or `"exact"` (int8, in the activations' dtype, chunk by chunk). See `packed_runtime`.
+    runtime_mode: str = "kernels"
 
     def __init__(self, embedding: CompressedEmbedding, bias: bool = False) -> None:
         super().__init__()
@@ -387,8 +466,11 @@ class CompressedOutputHead(nn.Module):
         embedding = self.embedding
         if embedding.head_in_code_space:
             decoder = embedding.decoder
-            projected = hidden_states @ decoder.weight  # (..., d) @ (d, k) -> (..., k)
-            logits = F.linear(projected, embedding.dense_codes())
+            if isinstance(decoder, Int8Linear):
+                projected = decoder.project(hidden_states)  # (..., d) @ (d, k) -> (..., k)
+            else:
+                projected = hidden_states @ decoder.weight
+            logits = self._code_space_logits(projected, hidden_states)
             if decoder.bias is not None:
                 logits = logits + (hidden_states @ decoder.bias).unsqueeze(-1)
             if embedding.zero_padding_row:
@@ -399,9 +481,30 @@ class CompressedOutputHead(nn.Module):
             logits = logits + self.bias
         return logits
 
+    def _code_space_logits(self, projected: torch.Tensor, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`projected C^T`: float and int8 codes directly; packed codes through their runtime layout when no gradient
+        is needed (training keeps the differentiable path: every code decoded, `V x k` floats), else chunk by chunk
+        (codebooks off their grids)."""
+        embedding = self.embedding
+        if embedding.codes is not None:
+            return F.linear(projected, embedding.dense_codes())
+        training = torch.is_grad_enabled() and (
+            projected.requires_grad or any(p.requires_grad for p in embedding.packed.codebooks)
+        )
+        runtime = None if training else embedding.packed_runtime(self.runtime_mode)
+        if runtime is not None:
+            return runtime.logits(projected).to(projected.dtype)
+        if training:
+            return F.linear(projected, embedding.dense_codes())
+        rows = embedding.num_embeddings
+        parts = [
+            F.linear(projected, embedding.packed.lookup(torch.arange(start, min(start + 8192, rows))).to(projected))
+            for start in range(0, rows, 8192)
+        ]
+        return torch.cat(parts, dim=-1)
+
     def _decoded_matrix(self) -> torch.Tensor:
-        """Non-linear decoders (and packed codes, whose unpacking costs more than the product) do not run in code
-        space. Policy: with gradients enabled (training) the matrix is decoded on every call; without (inference)
+        """Non-linear decoders do not run in code space. Policy: with gradients enabled (training) the matrix is decoded on every call; without (inference)
         it is decoded once and cached (`V x d` memory, as much as the replaced embedding) until the codes or
         decoder change (tracked by their version counters)."""
         embedding = self.embedding

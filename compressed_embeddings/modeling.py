@@ -33,7 +33,7 @@ from .version import __version__
 logger = logging.get_logger(__name__)
 
 #: The files that make a checkpoint loadable with `trust_remote_code=True`.
-CODE_FILES = ("configuration.py", "layer.py", "modeling.py", "packed_codes.py", "version.py")
+CODE_FILES = ("configuration.py", "layer.py", "modeling.py", "packed_codes.py", "packed_runtime.py", "version.py")
 
 #: Auto classes a compressed checkpoint is registered for, with transformers' name tables.
 AUTO_CLASS_TABLES = {

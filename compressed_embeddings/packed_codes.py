@@ -9,12 +9,34 @@ value) covers a prefix of the columns, the `n_j` columns with more than `j` bits
 then plane 1, ..., each packed 8 values per byte (little-endian within a byte) and padded to a whole byte:
 `sum_j ceil(n_j / 8)` bytes. Stored tensors (all counted in the checkpoint's size): `planes.<t>` (uint8,
 `rows_t x bytes_t`), `codebooks.<t>` (float, `sum_i 2 ** bits[t][i]`), `row_tiers` (uint8, one per row).
+
+Codebooks written by `method="transform_coding"` lie on uniform grids (`grid_points`): that is what lets the runtime
+layout (`packed_runtime`) compute a tied head's logits with integer matrix kernels, exactly. Any codebook still
+decodes through `lookup`.
 """
 
 import torch
 from torch import nn
 
 MAX_BITS = 8
+#: Columns of up to this many bits keep their codebook on a 16-point grid, wider ones on a 256-point grid (see
+#: `grid_points`), so that at run time each entry is a 4-bit or an 8-bit integer (`packed_runtime`).
+INT4_MAX_BITS = 3
+
+
+def grid_points(bits: int) -> int:
+    """Points of the uniform grid that the codebook of a `bits`-bit column lies on: its values are
+    `lo + (hi - lo) / (points - 1) * m` for integers `0 <= m < points`, with `lo` and `hi` its smallest and largest
+    value. 16 for up to `INT4_MAX_BITS` bits, else 256.
+
+    Example:
+
+    ```python
+    >>> grid_points(3), grid_points(4)
+    (16, 256)
+    ```
+    """
+    return 16 if bits <= INT4_MAX_BITS else 256
 
 
 def check_layout(bits: list[list[int]], tier_sizes: list[int], num_rows: int) -> None:

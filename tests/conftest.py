@@ -1,5 +1,6 @@
 """Shared fixtures: tiny random models of every tested family, built from configs (offline, milliseconds)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -157,6 +158,20 @@ def run_python(code: str, *args: str, env: dict | None = None, timeout: int = 60
     if result.returncode != 0:
         pytest.fail(f"subprocess failed ({result.returncode}):\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}")
     return result
+
+
+def load_in_fresh_process(manifest_path, mode: str) -> list[dict]:
+    """Load the checkpoints a manifest lists in a fresh process (`tests/load_checkpoints.py`): `mode="import"`
+    imports the package first, `"remote"` relies on `trust_remote_code=True`. Returns its results."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "load_checkpoints.py"), mode, str(manifest_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULTS="))
+    return json.loads(line[len("RESULTS=") :])
 
 
 @pytest.fixture

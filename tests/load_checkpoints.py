@@ -27,9 +27,10 @@ def main(mode: str, manifest_path: str) -> None:
     for entry in entries:
         reference = load_file(entry["reference"])
         ids = reference["input_ids"]
+        dtype = {"dtype": entry["dtype"]} if "dtype" in entry else {}  # e.g. "auto": the dtype it was saved in
         for auto_name in entry["auto_classes"]:
             model, info = getattr(transformers, auto_name).from_pretrained(
-                entry["path"], output_loading_info=True, **kwargs
+                entry["path"], output_loading_info=True, **kwargs, **dtype
             )
             model.eval()
             with torch.no_grad():
@@ -43,12 +44,20 @@ def main(mode: str, manifest_path: str) -> None:
                 "unexpected": sorted(info["unexpected_keys"]),
                 "embedding": type(model.get_input_embeddings()).__name__,
                 "base_model_prefix": model.base_model_prefix,
+                "dtype": str(model.dtype).removeprefix("torch."),
+                "float_dtypes": sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point()}),
             }
+            embedding = model.get_input_embeddings()
+            if getattr(embedding, "codes", 0) is None:  # packed codes: is the head's runtime layout there?
+                runtime = embedding.packed_runtime()
+                result["runtime"] = None if runtime is None else {"kernels": runtime.kernels, "bytes": runtime.nbytes()}
+                result["runtime_module"] = type(runtime).__module__
             head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
             result["head"] = type(head).__name__ if head is not None else None
             result["head_shares_embedding"] = getattr(head, "embedding", None) is model.get_input_embeddings()
             if auto_name == entry["saved_auto_class"]:
-                result["max_abs_diff"] = float((output.logits - reference["logits"]).abs().max())
+                result["max_abs_diff"] = float((output.logits.float() - reference["logits"].float()).abs().max())
+                result["reference_scale"] = float(reference["logits"].float().abs().max())
                 result["equal"] = bool(torch.equal(output.logits, reference["logits"]))
             elif auto_name == "AutoModel":
                 result["max_abs_diff"] = float((output.last_hidden_state - reference["hidden"]).abs().max())

@@ -1,12 +1,10 @@
 """Compress tiny models of every family, save them, and reload them in fresh processes by both paths."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import REPO, TINY_FAMILIES, tiny_model
+from conftest import REPO, TINY_FAMILIES, load_in_fresh_process, tiny_model
 from safetensors.torch import save_file
 
 from compressed_embeddings import CompressedEmbeddingConfig, compress_model
@@ -49,22 +47,10 @@ def saved_checkpoints(tmp_path_factory):
     return manifest_path, manifest
 
 
-def _load_in_fresh_process(manifest_path, mode: str) -> list[dict]:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "load_checkpoints.py"), mode, str(manifest_path)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULTS="))
-    return json.loads(line[len("RESULTS=") :])
-
-
 @pytest.mark.parametrize("mode", ["import", "remote"])
 def test_reload_in_fresh_process(saved_checkpoints, mode):
     manifest_path, manifest = saved_checkpoints
-    results = _load_in_fresh_process(manifest_path, mode)
+    results = load_in_fresh_process(manifest_path, mode)
     assert results[-1] == {"package_imported": mode == "import"}
     by_family = {entry["family"]: entry for entry in manifest}
     seen = set()

@@ -21,6 +21,7 @@ from compressed_embeddings import (
 from compressed_embeddings.calibration import _first_tokens
 from compressed_embeddings.methods.transform_coding import (
     _GAUSSIAN_DISTORTION,
+    _GRID_DISTORTION,
     allocate_bits,
     lloyd_max,
     tier_sizes_for,
@@ -61,7 +62,7 @@ def test_packed_codes_decode_through_their_tier_codebook():
 
 
 def test_allocation_is_optimal_and_non_increasing():
-    table = torch.tensor(_GAUSSIAN_DISTORTION, dtype=torch.float64)
+    table = torch.tensor(_GRID_DISTORTION, dtype=torch.float64)
     variances = torch.tensor([9.0, 4.0, 1.0, 0.2])
     for total in range(0, 12):
         (bits,) = allocate_bits(variances, total, max_bits=4)
@@ -197,13 +198,17 @@ def test_compressed_model_round_trips_and_keeps_the_head_tied(tmp_path):
     assert head.embedding is embedding
     decoded = embedding.weight.detach()
     with torch.no_grad():
-        logits = model(input_ids).logits
+        logits = model(input_ids).logits  # the runtime layout: int8 / int4 kernels, bf16 activations
         hidden = model.model(input_ids).last_hidden_state
-        assert torch.allclose(logits, hidden @ decoded.T, atol=1e-5)
+        expected = hidden @ decoded.T
+        assert torch.allclose(logits, expected, atol=0.01 * expected.abs().max().item())
+        head.runtime_mode = "exact"
+        assert torch.allclose(model(input_ids).logits, expected, atol=1e-5)
+        head.runtime_mode = "kernels"
     model.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    with torch.no_grad():
-        assert torch.equal(loaded(input_ids).logits, logits)
+    with torch.no_grad():  # equal up to float summation order (the reloaded tensors sit elsewhere in memory)
+        torch.testing.assert_close(loaded(input_ids).logits, logits, rtol=0, atol=1e-6)
     assert loaded.config.compressed_embedding["tier_sizes"] == [50, 50, 100, 200, 200]
     with pytest.raises(ValueError, match="cannot be replaced by float codes or resized"):
         loaded.resize_token_embeddings(700)
@@ -295,7 +300,8 @@ def test_masked_lm_head_with_a_bias_over_packed_codes(tmp_path):
         logits = model(input_ids).logits
     model.save_pretrained(tmp_path)
     with torch.no_grad():
-        assert torch.equal(AutoModelForMaskedLM.from_pretrained(tmp_path).eval()(input_ids).logits, logits)
+        reloaded = AutoModelForMaskedLM.from_pretrained(tmp_path).eval()(input_ids).logits
+        torch.testing.assert_close(reloaded, logits, rtol=0, atol=1e-6)
 
 
 def test_without_text_a_tied_head_is_calibrated_on_random_token_ids():
