@@ -25,6 +25,12 @@ all-MiniLM-L6-v2 (an encoder): cosine between the original's and the compressed 
 embeddings on the Rotten Tomatoes validation sentences, per method and ratio.
 
 Writes `quality.md`, `quality.json` and `quality.png` (perplexity ratio vs bytes, log scale) into `--output`.
+
+    python benchmarks/quality.py --max-tokens 4096 --reuse docs/results/quality.json --recompute "transform coding"
+
+measures only the methods whose names start with a `--recompute` prefix and takes every other row from an earlier
+`quality.json` of the same settings (its command and the rows taken are recorded in the new one's `meta`), for a
+change that affects one method.
 """
 
 import argparse
@@ -222,6 +228,14 @@ def render(results: dict) -> str:
         "# Quality: every method at equal bytes (SmolLM2-135M, all-MiniLM-L6-v2)",
         "",
         f"Command: `{meta['command']}`  ",
+        *(
+            [
+                f"Rows of {', '.join(meta['reused']['methods'])} taken from the earlier run `"
+                f"{meta['reused']['from']}` (same settings; those methods did not change)  "
+            ]
+            if meta.get("reused")
+            else []
+        ),
         f"Machine: {meta['machine']}  ",
         f"Perplexity: test splits of Brown and of the Wikipedia articles, first {meta['max_tokens']} tokens of each, "
         f"windows of {meta['max_length']} tokens every {meta['stride']}. Original perplexity: "
@@ -360,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "results")
     parser.add_argument("--work", type=Path, default=Path("outputs") / "quality", help="Resume cache of rows.")
     parser.add_argument("--render-only", action="store_true", help="Re-write quality.md and .png from quality.json.")
+    parser.add_argument("--reuse", type=Path, help="An earlier quality.json whose rows are taken, except ...")
+    parser.add_argument("--recompute", nargs="+", default=[], help="... those of methods starting with these.")
     args = parser.parse_args(argv)
     if args.render_only:
         results = json.loads((args.output / "quality.json").read_text())
@@ -378,9 +394,18 @@ def main(argv: list[str] | None = None) -> int:
     print("SmolLM2-135M-Instruct", flush=True)
     bench = LanguageModelBench(args.max_tokens, args.max_length, args.stride)
     settings = {k: meta[k] for k in ("max_tokens", "max_length", "stride", "ae_epochs")}
+    reused = _reusable_rows(args.reuse, settings) if args.reuse else None
+    if reused is not None:
+        meta["reused"] = {"from": reused.pop("command"), "methods": sorted({key.split("@")[0] for key in reused})}
 
     def cached(key: str, compute) -> list[dict]:
-        """Rows already measured with these settings are read back from `--work` (an interrupted run resumes)."""
+        """Rows already measured with these settings are read back from `--work` (an interrupted run resumes), or
+        taken from `--reuse` for the methods not recomputed."""
+        name = key.removeprefix("minilm:").split("@")[0]
+        if reused is not None and not name.startswith(tuple(args.recompute)):
+            if key not in reused:
+                raise SystemExit(f"--reuse {args.reuse} has no rows for {key!r}: recompute it or drop --reuse.")
+            return reused[key]
         tag = hashlib.sha1(json.dumps({"key": key, **settings}, sort_keys=True).encode()).hexdigest()[:12]
         path = args.work / f"{tag}.json"
         if path.exists():
@@ -407,6 +432,22 @@ def main(argv: list[str] | None = None) -> int:
     (args.output / "quality.md").write_text(render(results))
     print(f"Wrote {args.output / 'quality.md'}")
     return 0
+
+
+def _reusable_rows(path: Path, settings: dict) -> dict:
+    """The rows of an earlier quality.json by the `cached` key they were measured under, and its command; refused
+    unless it was measured with the same settings."""
+    earlier = json.loads(path.read_text())
+    mismatched = {k: (earlier["meta"].get(k), v) for k, v in settings.items() if earlier["meta"].get(k) != v}
+    if mismatched:
+        raise SystemExit(f"--reuse {path} was measured with other settings (earlier, now): {mismatched}")
+    rows: dict = {"command": earlier["meta"]["command"]}
+    for row in earlier["language_model"]["rows"]:
+        key = row["method"] if row["target_ratio"] is None else f"{row['method']}@{row['target_ratio']}"
+        rows.setdefault(key, []).append(row)
+    for row in earlier.get("minilm", []):
+        rows.setdefault(f"minilm:{row['method']}@{row['target_ratio']}", []).append(row)
+    return rows
 
 
 if __name__ == "__main__":

@@ -144,8 +144,20 @@ def _figures(model) -> dict:
         "stored_bytes": stored_bytes,
         "saved_bytes": original_bytes - stored_bytes,
         "fp32_ratio": vocab * hidden * 4 / stored_bytes,
+        "runtime_bytes": None if layer.packed_runtime() is None else layer.packed_runtime().nbytes(),
         "tied": isinstance(model.get_output_embeddings(), CompressedOutputHead),
     }
+
+
+def _runtime_line(size: dict) -> str:
+    """The card's line on the memory packed codes hold while the model runs (their runtime layout), if any."""
+    if size["runtime_bytes"] is None:
+        return ""
+    per_row = (size["stored_bytes"] + size["runtime_bytes"]) / size["vocab"]
+    return (
+        f"| embedding bytes while running | {size['stored_bytes'] + size['runtime_bytes']:,} ({per_row:.0f} per row: "
+        "the stored codes and their runtime layout, int8 / int4 matrices the tied head multiplies) |\n"
+    )
 
 
 def _quality_section(model) -> str:
@@ -227,7 +239,7 @@ embedding matrix is replaced by per-token codes ({size["vocab"]:,} x {size["code
 | embedding bytes | {size["original_bytes"]:,} -> {size["stored_bytes"]:,} in {size["dtype"]}, the model's dtype \
 ({size["original_bytes"] / size["stored_bytes"]:.2f}x, {size["saved_bytes"]:,} bytes saved; \
 {size["fp32_ratio"]:.2f}x against the matrix in fp32) |
-| codes during fine-tuning | {"frozen (the decoder trains)" if spec.freeze_codes else "trainable"} |
+{_runtime_line(size)}| codes during fine-tuning | {"frozen (the decoder trains)" if spec.freeze_codes else "trainable"} |
 
 ## Quality
 
@@ -246,7 +258,7 @@ model = {auto_name}.from_pretrained("{name}")
 ```
 
 With transformers alone: the repository carries the model code ({", ".join(f"`{name}`" for name in CODE_FILES)};
-they import only torch and transformers). Read them, then:
+they import only torch, transformers and safetensors). Read them, then:
 
 ```python
 from transformers import {auto_name}

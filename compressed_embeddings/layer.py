@@ -94,9 +94,11 @@ class Int8Linear(nn.Module):
         return cache[size, device]
 
     def _kernel_weight(self, transposed: bool) -> torch.Tensor:
-        """The int8 weight as the kernel reads it, in memory of its own: the kernel needs aligned rows (it crashes on
-        a tensor memory-mapped from a checkpoint at an arbitrary offset), and `project` needs it transposed. Costs
-        one more `out x in` bytes, recomputed when the weight changes."""
+        """The int8 weight as the kernel reads it: the kernel needs it aligned (it crashes on a tensor memory-mapped
+        from a checkpoint at an arbitrary offset), and `project` needs it transposed; a copy (`out x in` bytes,
+        refreshed when the weight changes) where the stored tensor is not that."""
+        if not transposed and self.qweight.data_ptr() % 64 == 0 and self.qweight.is_contiguous():
+            return self.qweight
         key = (self.qweight.data_ptr(), self.qweight._version, self.qweight.device)
         cache = self.__dict__.setdefault("_kernel_weights", {})
         if cache.get(transposed, (None,))[0] != key:
@@ -318,10 +320,11 @@ class CompressedEmbedding(nn.Module):
         int8 codes, or over packed codes through their runtime layout, `packed_runtime`)."""
         return self.is_linear
 
-    def packed_runtime(self, mode: str = "kernels") -> PackedRuntime | None:
+    def packed_runtime(self, mode: str = "kernels", read_planes=None) -> PackedRuntime | None:
         """The runtime layout of packed codes ([`PackedRuntime`]), built on first use and rebuilt whenever the planes,
         codebooks or row tiers change or move; `None` for other codes, or for codebooks that are not on their grids
-        (checkpoints of older releases; the head then decodes the rows chunk by chunk)."""
+        (checkpoints of older releases; the head then decodes the rows chunk by chunk). `read_planes` builds it from
+        another copy of the planes (see `PackedRuntime`)."""
         if self.codes is not None:
             return None
         tensors = [*self.packed.planes, *self.packed.codebooks, self.packed.row_tiers]
@@ -330,7 +333,7 @@ class CompressedEmbedding(nn.Module):
         if cached is None or cached[0] != key:
             try:
                 with torch.no_grad():
-                    runtime = PackedRuntime(self.packed, mode)
+                    runtime = PackedRuntime(self.packed, mode, read_planes)
             except GridError as error:
                 logger.warning_once(
                     f"The packed codebooks are not on the grids this release computes logits from ({error}), so the "
@@ -353,8 +356,8 @@ class CompressedEmbedding(nn.Module):
         return codes if scales is None else codes * scales.to(self.compute_dtype).unsqueeze(-1)
 
     def lookup(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The codes of `input_ids` (`... x k`), dequantised to `compute_dtype` (packed codes: from their runtime layout
-        unless their codebooks are being trained, so that inference never reads the stored planes)."""
+        """The codes of `input_ids` (`... x k`), dequantised to `compute_dtype` (packed codes: from their runtime
+        layout unless their codebooks are being trained, so that inference never reads the stored planes)."""
         if self.codes is None:
             training = torch.is_grad_enabled() and any(p.requires_grad for p in self.packed.codebooks)
             runtime = None if training else self.packed_runtime()
@@ -504,9 +507,9 @@ class CompressedOutputHead(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def _decoded_matrix(self) -> torch.Tensor:
-        """Non-linear decoders do not run in code space. Policy: with gradients enabled (training) the matrix is decoded on every call; without (inference)
-        it is decoded once and cached (`V x d` memory, as much as the replaced embedding) until the codes or
-        decoder change (tracked by their version counters)."""
+        """Non-linear decoders do not run in code space. Policy: with gradients enabled (training) the matrix is
+        decoded on every call; without (inference) it is decoded once and cached (`V x d` memory, as much as the
+        replaced embedding) until the codes or decoder change (tracked by their version counters)."""
         embedding = self.embedding
         if torch.is_grad_enabled():
             self.__dict__.pop("_cache", None)

@@ -9,16 +9,19 @@ replaces the input embedding by the compressed layer the config describes, ties 
 (`modeling.CompressedQwen2ForSequenceClassification`), so every family transformers knows has them.
 """
 
+import contextlib
+import json
 import math
 import shutil
 from pathlib import Path, PurePath
 
 import torch
 import transformers
+from safetensors import safe_open
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.models.auto import modeling_auto
-from transformers.utils import logging
+from transformers.utils import cached_file, logging
 
 from .configuration import (
     CLASS_PREFIX,
@@ -204,6 +207,8 @@ class CompressedModelMixin:
         layer = model.get_input_embeddings()
         if isinstance(layer, CompressedEmbedding) and layer.codes is not None:
             layer.codes.requires_grad_(not compressed_spec(model.config).freeze_codes)
+        if isinstance(layer, CompressedEmbedding) and layer.codes is None:
+            _build_runtime_from_checkpoint(model, layer, source, kwargs)
         return (model, info) if with_info else model
 
     @property
@@ -284,6 +289,41 @@ class CompressedModelMixin:
                 block["zero_padding_row"] = False
             setattr(self.config, CONFIG_KEY, block)
         return layer
+
+
+def _checkpoint_files(source, kwargs: dict) -> list[str]:
+    """The safetensors files `from_pretrained` read for `source` (a local folder or a Hub id already in the cache)."""
+    hub = {k: kwargs[k] for k in ("cache_dir", "revision", "subfolder", "token") if kwargs.get(k) is not None}
+    single = cached_file(source, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub)
+    if single:
+        return [single]
+    index = cached_file(source, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False, **hub)
+    if not index:
+        return []
+    shards = json.loads(Path(index).read_text())["weight_map"].values()
+    return sorted({str(Path(index).parent / name) for name in shards})
+
+
+def _build_runtime_from_checkpoint(model: PreTrainedModel, layer: CompressedEmbedding, source, kwargs: dict) -> None:
+    """Build packed codes' runtime layout (`packed_runtime`) from the checkpoint file, read apart from the memory map
+    the model's weights live in: the model's planes then stay unread, so a running model holds the runtime layout
+    and not the planes as well (they are read again by `save_pretrained`). Anything unexpected (a state dict passed
+    in, a file that moved) leaves the layout to be built from the planes on first use, as for a model in memory."""
+    marker = ".packed.planes."  # a checkpoint holds one compressed embedding: its planes, whatever the key prefix
+    try:
+        with contextlib.ExitStack() as stack:
+            handles = [stack.enter_context(safe_open(path, "pt")) for path in _checkpoint_files(source, kwargs)]
+            found = {int(key.rsplit(marker, 1)[1]): (h, key) for h in handles for key in h.keys() if marker in key}
+            if sorted(found) != list(range(len(layer.packed.planes))):
+                return
+
+            def read(tier: int, start: int, stop: int) -> torch.Tensor:
+                handle, key = found[tier]
+                return handle.get_slice(key)[start:stop]
+
+            layer.packed_runtime(read_planes=read)
+    except Exception as error:  # the layout is an optimisation: never fail a load over it
+        logger.info(f"Packed codes' runtime layout not built from {source} ({error}); it is built on first use.")
 
 
 def _check_source(cls: type, source, kwargs: dict) -> None:

@@ -32,7 +32,7 @@ from .packed_codes import PackedCodes, grid_points, unpack
 INT8_ALIGN = 16  # columns of an int8 block: the CPU kernel needs a multiple of 16 (others crash it)
 INT4_ROW_BLOCK = 64  # rows per block of the CPU int4 kernel's layout (it needs a multiple of 16)
 INT4_GROUPS = (32, 64, 128, 256)  # group sizes the int4 kernel accepts (one scale and zero per group and row)
-BUILD_ROWS = 512  # rows unpacked at a time while building (a multiple of INT4_ROW_BLOCK)
+BUILD_ROWS = 128  # rows unpacked at a time while building (a multiple of INT4_ROW_BLOCK; small: few transients)
 EXACT_CHUNK_ROWS = 4096  # rows multiplied at a time in exact mode
 MODES = ("kernels", "exact")
 
@@ -54,9 +54,9 @@ def grid_of(codebook: torch.Tensor, widths: list[int]) -> tuple[torch.Tensor, to
 
     ```python
     >>> import torch
-    >>> lo, step, levels = grid_of(torch.tensor([-1.0, 0.0, 1.0, 3.0, 2.0]), [2, 0])
+    >>> lo, step, levels = grid_of(torch.tensor([-1.0, -0.4, 1.0, 2.0, 5.0]), [2, 0])  # 2 bits: 16 points
     >>> lo.tolist(), levels.tolist()
-    ([-1.0, 2.0], [0, 4, 8, 15, 0])
+    ([-1.0, 5.0], [0, 3, 10, 15, 0])
     ```
     """
     values = codebook.detach().to("cpu", torch.float64)
@@ -70,7 +70,8 @@ def grid_of(codebook: torch.Tensor, widths: list[int]) -> tuple[torch.Tensor, to
         position = torch.round((entries - lo) / step) if step > 0 else torch.zeros_like(entries)
         tolerance = resolution * max(lo.abs().item(), hi.abs().item()) + 1e-6 * step.item()
         if (lo + step * position - entries).abs().max().item() > tolerance:
-            raise GridError(f"column {column}: its {2**width} codebook values are not on a grid of {grid_points(width)}")
+            points = grid_points(width)
+            raise GridError(f"column {column}: its {2**width} codebook values are not on a grid of {points}")
         los.append(lo)
         steps.append(step)
         levels.append(position.long())
@@ -188,7 +189,8 @@ class _TierRuntime:
             self.blocks.append(_Int4Block(start, columns, group, rows, device))
             start += columns
         self.total = start
-        #: the integer each column's grid positions are centred on: the middle of its grid (the int4 kernel subtracts 8)
+        #: the integer each column's grid positions are centred on: the middle of its grid (int4: 8, which the kernel
+        #: subtracts)
         centres = [grid_points(b) // 2 if b else 0 for b in widths]
         self.centre = torch.tensor(centres + [0] * max(0, start - self.width), dtype=torch.float32, device=device)
         self.origin = self.lo + self.centre[: self.width] * self.step  # the value of a centred 0
@@ -287,12 +289,13 @@ class PackedRuntime:
         self.row_tiers = packed.row_tiers
         tiers = packed.row_tiers.long()
         self.offsets = torch.tensor([0, *packed.tier_sizes], device=device).cumsum(0)
-        #: where each vocabulary row sits in the tier-by-tier concatenation of the tiers' logits (int32)
-        self.inverse = torch.empty(self.num_rows, dtype=torch.int32, device=device)
-        for tier, size in enumerate(packed.tier_sizes):
+        self.identity = len(packed.tier_sizes) == 1  # one tier: rows already in vocabulary order
+        #: where each vocabulary row sits in the tier-by-tier concatenation of the tiers' logits (int32; not needed
+        #: for one tier)
+        self.inverse = torch.empty(0 if self.identity else self.num_rows, dtype=torch.int32, device=device)
+        for tier, size in enumerate(packed.tier_sizes if not self.identity else ()):
             rows = (tiers == tier).nonzero().squeeze(1)
             self.inverse[rows] = torch.arange(size, device=device, dtype=torch.int32) + int(self.offsets[tier])
-        self.identity = len(packed.tier_sizes) == 1  # one tier: rows already in vocabulary order
         read_planes = read_planes or (lambda tier, start, stop: packed.planes[tier][start:stop])
         self.tiers = [
             self._build_tier(packed, tier, widths, read_planes, device) for tier, widths in enumerate(packed.bits)
@@ -325,10 +328,10 @@ class PackedRuntime:
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """The decoded codes (`... x k`, float32) of the rows `ids`, from the integer matrices."""
         flat = ids.reshape(-1)
+        if self.identity:
+            return self.tiers[0].codes(flat).view(*ids.shape, self.width)
         tiers = self.row_tiers[flat].long()
         local = self.inverse[flat].long() - self.offsets[tiers]
-        if self.identity:
-            return self.tiers[0].codes(local).view(*ids.shape, self.width)
         out = torch.empty(flat.shape[0], self.width, device=flat.device)
         for tier in torch.unique(tiers).tolist():
             selected = (tiers == tier).nonzero().squeeze(1)

@@ -50,7 +50,8 @@ def main(mode: str, manifest_path: str) -> None:
             embedding = model.get_input_embeddings()
             if getattr(embedding, "codes", 0) is None:  # packed codes: is the head's runtime layout there?
                 runtime = embedding.packed_runtime()
-                result["runtime"] = None if runtime is None else {"kernels": runtime.kernels, "bytes": runtime.nbytes()}
+                described = None if runtime is None else {"kernels": runtime.kernels, "bytes": runtime.nbytes()}
+                result["runtime"] = described
                 result["runtime_module"] = type(runtime).__module__
             head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
             result["head"] = type(head).__name__ if head is not None else None

@@ -146,7 +146,8 @@ def test_a_smollm2_checkpoint_shrinks_in_its_own_dtype(tmp_path, dtype):
     outputs = [output]
     if dtype == "bfloat16":
         model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")
-        model = compress_model(model, CompressedEmbeddingConfig(method="svd", compression_ratio=10), show_progress=False)
+        config = CompressedEmbeddingConfig(method="svd", compression_ratio=10)
+        model = compress_model(model, config, show_progress=False)
         model.save_pretrained(tmp_path / "api")
         AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path / "api")
         outputs.append(tmp_path / "api")

@@ -137,7 +137,7 @@ def test_inference_never_decodes_the_whole_matrix(monkeypatch):
 
 def test_training_uses_the_differentiable_path():
     model = _compressed("llama", torch.float32)
-    layer, head = model.get_input_embeddings(), model.get_output_embeddings()
+    layer = model.get_input_embeddings()
     ids = torch.randint(0, 99, (2, 6), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         inference = model(ids).logits

@@ -34,7 +34,8 @@ logger = logging.get_logger(__name__)
 
 # Mean squared error of the Lloyd-Max quantiser of a unit Gaussian with 2^b levels, b = 0..8.
 _GAUSSIAN_DISTORTION = (1.0, 0.3634, 0.1175, 0.03454, 0.009497, 0.002499, 0.000642, 0.000163, 0.0000413)
-# The same with the codebook on its grid (`grid_lloyd_max`; measured on 200,000 Gaussian samples): what allocation uses.
+# The same with the codebook on its grid (`grid_lloyd_max`; measured on 200,000 Gaussian samples), which allocation
+# uses.
 _GRID_DISTORTION = (1.0, 0.3634, 0.1189, 0.03679, 0.009497, 0.002499, 0.000642, 0.000163, 0.0000413)
 LLOYD_ITERATIONS = 20
 GRID_ITERATIONS = 20
