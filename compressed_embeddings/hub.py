@@ -208,6 +208,7 @@ def model_card(model, repo_id: str | None = None, tags=()) -> ModelCard:
     name = repo_id or "PATH_OR_REPO_ID"
     source = f"[`{spec.base_model}`](https://huggingface.co/{spec.base_model})" if spec.base_model else None
     title = repo_id.split("/")[-1] if repo_id else f"Compressed {type(model).base_model_class.__name__}"
+    codes = "frozen (the decoder trains)" if spec.freeze_codes else "trainable"
     decoder = (
         "a linear decoder"
         if not spec.decoder_hidden_dims
@@ -239,7 +240,7 @@ embedding matrix is replaced by per-token codes ({size["vocab"]:,} x {size["code
 | embedding bytes | {size["original_bytes"]:,} -> {size["stored_bytes"]:,} in {size["dtype"]}, the model's dtype \
 ({size["original_bytes"] / size["stored_bytes"]:.2f}x, {size["saved_bytes"]:,} bytes saved; \
 {size["fp32_ratio"]:.2f}x against the matrix in fp32) |
-{_runtime_line(size)}| codes during fine-tuning | {"frozen (the decoder trains)" if spec.freeze_codes else "trainable"} |
+{_runtime_line(size)}| codes during fine-tuning | {codes} |
 
 ## Quality
 

@@ -191,6 +191,10 @@ class CompressedEmbedding(nn.Module):
     ```
     """
 
+    #: How packed codes' runtime layout multiplies (see `packed_runtime`): `"kernels"` (int8 / int4 weight-only
+    #: kernels, bf16 activations; the CPU) or `"exact"` (int8, in the activations' dtype, chunk by chunk).
+    runtime_mode: str = "kernels"
+
     def __init__(
         self,
         num_embeddings: int,
@@ -320,13 +324,14 @@ class CompressedEmbedding(nn.Module):
         int8 codes, or over packed codes through their runtime layout, `packed_runtime`)."""
         return self.is_linear
 
-    def packed_runtime(self, mode: str = "kernels", read_planes=None) -> PackedRuntime | None:
-        """The runtime layout of packed codes ([`PackedRuntime`]), built on first use and rebuilt whenever the planes,
-        codebooks or row tiers change or move; `None` for other codes, or for codebooks that are not on their grids
-        (checkpoints of older releases; the head then decodes the rows chunk by chunk). `read_planes` builds it from
-        another copy of the planes (see `PackedRuntime`)."""
+    def packed_runtime(self, read_planes=None) -> PackedRuntime | None:
+        """The runtime layout of packed codes ([`PackedRuntime`], in `runtime_mode`), built on first use and rebuilt
+        whenever the planes, codebooks or row tiers change or move, or the mode changes; `None` for other codes, or
+        for codebooks that are not on their grids (checkpoints of older releases; the head then decodes the rows
+        chunk by chunk). `read_planes` builds it from another copy of the planes (see `PackedRuntime`)."""
         if self.codes is not None:
             return None
+        mode = self.runtime_mode
         tensors = [*self.packed.planes, *self.packed.codebooks, self.packed.row_tiers]
         key = (mode, *((t.data_ptr(), t._version, t.device) for t in tensors))
         cached = self.__dict__.get("_runtime")
@@ -432,10 +437,6 @@ class CompressedOutputHead(nn.Module):
         bias (`bool`, *optional*, defaults to `False`): a learnt per-token output bias.
     """
 
-    #: How packed codes' runtime layout multiplies: `"kernels"` (int8 / int4 weight-only kernels, bf16 activations;
-    #: the CPU) or `"exact"` (int8, in the activations' dtype, chunk by chunk). See `packed_runtime`.
-    runtime_mode: str = "kernels"
-
     def __init__(self, embedding: CompressedEmbedding, bias: bool = False) -> None:
         super().__init__()
         # A plain attribute, not a submodule: the embedding is registered (and saved) once, where it lives.
@@ -494,7 +495,7 @@ class CompressedOutputHead(nn.Module):
         training = torch.is_grad_enabled() and (
             projected.requires_grad or any(p.requires_grad for p in embedding.packed.codebooks)
         )
-        runtime = None if training else embedding.packed_runtime(self.runtime_mode)
+        runtime = None if training else embedding.packed_runtime()
         if runtime is not None:
             return runtime.logits(projected).to(projected.dtype)
         if training:

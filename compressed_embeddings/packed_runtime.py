@@ -14,15 +14,16 @@ multiply without expanding it: the columns of 4 bits or more as int8 (`torch._we
 ones as int4 (two per byte, `torch._weight_int4pack_mm_for_cpu`), columns of 0 bits not at all (their value is in
 the constant). The integers are centred on the middle of their grid (`m - 128`, `m - 8`; the int4 kernel subtracts
 the 8 itself) and the constant takes the centre, `p . (lo + centre * step)`, so that what the kernels return is the
-small varying part of the logits. Both
-kernels take bf16 activations (fp32 ones run ~25x slower), so `p * step` is rounded to bf16 and the products come
-back in bf16; the constant stays in float32.
+small varying part of the logits. Both kernels take bf16 activations (fp32 ones run ~25x slower), so `p * step` is
+rounded to bf16 and the products come back in bf16; the constant stays in float32. Only tensors this module
+allocates reach the kernels (they need aligned memory; a tensor memory-mapped from a checkpoint can crash them).
 
 `mode="exact"` (devices without these kernels, or on request) keeps every column in int8 and multiplies chunk by
 chunk in the activations' own dtype: exact up to float rounding, a few rows' worth of floats at a time.
 
 Either way no float `V x d` matrix is ever built: the runtime holds about one byte (int8) or half a byte (int4) per
-code entry that has bits, plus two floats per tier and column.
+code entry that has bits, plus a few floats per tier and column. The same integers serve the input lookups
+(`lookup`), so a running model never reads the stored planes once the layout is built.
 """
 
 import torch

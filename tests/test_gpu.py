@@ -21,6 +21,7 @@ import transformers
 from conftest import tiny_model
 
 from compressed_embeddings import CompressedEmbedding, CompressedEmbeddingConfig, CompressedOutputHead, compress_model
+from compressed_embeddings.packed_runtime import kernels_available
 
 DEVICE = os.environ.get("COMPRESSED_EMBEDDINGS_TEST_DEVICE", "cuda")
 
@@ -221,7 +222,8 @@ def test_int8_codes_on_gpu(models):
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_transform_coding_on_gpu(family, dtype, tmp_path):
     """Packed codes (uint8 bit planes + per-column codebooks) on the GPU in half precision: lookups, the tied head
-    (decoded and cached in eval mode), greedy generation, and save / reload straight onto the device."""
+    (from the runtime layout in eval mode: int8, exact mode, where the CPU's weight-only kernels are missing), greedy
+    generation, and save / reload straight onto the device."""
     from compressed_embeddings import CalibrationStats
 
     model = tiny_model(family, vocab_size=1000, **NO_DROPOUT.get(family, {}))
@@ -243,6 +245,9 @@ def test_transform_coding_on_gpu(family, dtype, tmp_path):
         logits = model(input_ids=ids.to(DEVICE)).logits
     assert rows.dtype == dtype and logits.dtype == dtype and torch.isfinite(logits).all()
     assert _relative_error(logits, reference) <= RELATIVE_TOLERANCE[dtype]
+    runtime = layer.packed_runtime()
+    assert runtime is not None and runtime.kernels == kernels_available(torch.device(DEVICE))
+    assert all(t.wide is None or t.wide.device.type == DEVICE for t in runtime.tiers)
     if family != "bert":
         output = _greedy(model, ids[:, :5].to(DEVICE), 6)
         assert output.shape == (2, 11) and output.device.type == DEVICE

@@ -47,7 +47,7 @@ def test_runtime_logits_match_the_decoded_head(family, dtype):
     hidden = torch.randn(2, 5, head.in_features, generator=torch.Generator().manual_seed(0)).to(DTYPES[dtype])
     expected = _decoded_logits(head, hidden)
     for mode in ("kernels", "exact"):
-        head.runtime_mode = mode
+        head.embedding.runtime_mode = mode
         with torch.no_grad():
             logits = head(hidden)
         assert logits.dtype == DTYPES[dtype]

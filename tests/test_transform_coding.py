@@ -202,9 +202,9 @@ def test_compressed_model_round_trips_and_keeps_the_head_tied(tmp_path):
         hidden = model.model(input_ids).last_hidden_state
         expected = hidden @ decoded.T
         assert torch.allclose(logits, expected, atol=0.01 * expected.abs().max().item())
-        head.runtime_mode = "exact"
+        head.embedding.runtime_mode = "exact"
         assert torch.allclose(model(input_ids).logits, expected, atol=1e-5)
-        head.runtime_mode = "kernels"
+        head.embedding.runtime_mode = "kernels"
     model.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     with torch.no_grad():  # equal up to float summation order (the reloaded tensors sit elsewhere in memory)
