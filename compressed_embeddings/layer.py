@@ -13,7 +13,7 @@ from transformers.utils import logging
 
 from .configuration import CompressedEmbeddingConfig
 from .packed_codes import PackedCodes
-from .packed_runtime import GridError, PackedRuntime, kernels_available
+from .packed_runtime import KERNEL_MAX_POSITIONS, GridError, PackedRuntime, kernels_available
 
 logger = logging.get_logger(__name__)
 
@@ -76,11 +76,12 @@ class Int8Linear(nn.Module):
         return self.qweight.to(self.scales.dtype) * self.scales
 
     def _kernel(self, x: torch.Tensor, width: int) -> bool:
-        """Whether the int8 weight-only kernel can take `x` as it is: bf16 activations on the CPU (where it keeps
-        the result of a bf16 `F.linear`, without dequantising the weight), a width it handles, no gradient needed."""
+        """Whether the int8 weight-only kernel can take `x` as it is: a few rows of bf16 activations on the CPU (where
+        it gives a bf16 `F.linear`'s result without dequantising the weight), a width it handles, no gradient."""
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.scales.requires_grad)
         return (
-            x.dtype == torch.bfloat16
+            x.numel() <= KERNEL_MAX_POSITIONS * width  # its cost grows with the rows: beyond, the dense product wins
+            and x.dtype == torch.bfloat16
             and self.scales.dtype == torch.bfloat16
             and width % 16 == 0
             and not needs_grad

@@ -34,7 +34,8 @@ INT8_ALIGN = 16  # columns of an int8 block: the CPU kernel needs a multiple of 
 INT4_ROW_BLOCK = 64  # rows per block of the CPU int4 kernel's layout (it needs a multiple of 16)
 INT4_GROUPS = (32, 64, 128, 256)  # group sizes the int4 kernel accepts (one scale and zero per group and row)
 BUILD_ROWS = 128  # rows unpacked at a time while building (a multiple of INT4_ROW_BLOCK; small: few transients)
-EXACT_CHUNK_ROWS = 4096  # rows multiplied at a time in exact mode
+EXACT_CHUNK_ROWS = 4096  # rows multiplied at a time by expanding their integers (a multiple of INT4_ROW_BLOCK)
+KERNEL_MAX_POSITIONS = 16  # the weight-only kernels' cost grows with the positions: beyond, expand chunks instead
 MODES = ("kernels", "exact")
 
 
@@ -89,14 +90,21 @@ def _pack_int4(values: torch.Tensor) -> torch.Tensor:
 
 
 def _unpack_int4_rows(packed: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """The integers of `rows` (int64) of an int4 matrix packed by `_pack_int4` (`len(rows) x K`, int64)."""
-    k = packed.shape[1] * 2
+    """The integers (`len(rows) x K`, uint8) of some rows (int64) of an int4 matrix packed by `_pack_int4`."""
     half = INT4_ROW_BLOCK // 2
-    block, within = rows // INT4_ROW_BLOCK, rows % INT4_ROW_BLOCK
-    columns = torch.arange(k, device=rows.device)
-    index = (block * (k * half) + within % half).unsqueeze(-1) + columns * half
-    shift = ((within // half) * 4).unsqueeze(-1)
-    return (packed.reshape(-1)[index].long() >> shift) & 15
+    blocks = packed.view(-1, packed.shape[1] * 2, half)  # block, column, row within a half block
+    within = rows % INT4_ROW_BLOCK
+    shift = ((within // half) * 4).to(torch.uint8).unsqueeze(-1)
+    return (blocks[rows // INT4_ROW_BLOCK, :, within % half] >> shift) & 15
+
+
+def _unpack_int4_range(packed: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """The integers (`(stop - start) x K`, uint8) of rows `start:stop` (`start` a multiple of 64) of an int4
+    matrix packed by `_pack_int4`."""
+    k = packed.shape[1] * 2
+    blocks = packed[start : _round_up(stop, INT4_ROW_BLOCK)].view(-1, k, INT4_ROW_BLOCK // 2)
+    values = torch.stack([blocks & 15, blocks >> 4], dim=1)  # block, half, column, row within the half
+    return values.transpose(2, 3).reshape(-1, k)[: stop - start]
 
 
 _KERNELS_CHECKED: dict[str, bool] = {}
@@ -215,43 +223,56 @@ class _TierRuntime:
             narrow = torch.nn.functional.pad(narrow, (0, 0, 0, _round_up(len(narrow), INT4_ROW_BLOCK) - len(narrow)))
             block.packed[start : start + len(narrow)] = _pack_int4(narrow)
 
-    def grid_positions(self, rows: torch.Tensor) -> torch.Tensor:
-        """Grid positions `m` (`len(rows) x total`, int64) of rows (tier-local indices)."""
-        parts = [] if self.wide is None else [self.wide[rows].long() + self.centre[: self.wide_columns].long()]
-        parts += [_unpack_int4_rows(block.packed, rows) for block in self.blocks]
-        return torch.cat(parts, dim=-1) if parts else torch.zeros(len(rows), 0, dtype=torch.long, device=rows.device)
+    def _centred(self, wide: torch.Tensor | None, narrow: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        """Centred grid positions `m - centre` (`rows x total`, in `dtype`) from the int8 part and the int4 blocks'
+        unpacked integers of the same rows."""
+        parts = [] if wide is None else [wide.to(dtype)]
+        parts += [values.to(dtype) - 8 for values in narrow]
+        rows = len(wide) if wide is not None else (len(narrow[0]) if narrow else 0)
+        return torch.cat(parts, dim=-1) if parts else torch.zeros(rows, 0, dtype=dtype, device=self.lo.device)
+
+    def centred_range(self, start: int, stop: int, dtype: torch.dtype) -> torch.Tensor:
+        """`m - centre` of rows `start:stop` (`start` a multiple of 64)."""
+        wide = None if self.wide is None else self.wide[start:stop]
+        return self._centred(wide, [_unpack_int4_range(b.packed, start, stop) for b in self.blocks], dtype)
 
     def codes(self, rows: torch.Tensor) -> torch.Tensor:
         """The decoded codes (`len(rows) x width`, float32) of rows (tier-local indices)."""
         out = self.origin.expand(len(rows), -1).clone()
         stored = min(self.total, self.width)
         if stored:
-            centred = self.grid_positions(rows)[:, :stored] - self.centre[:stored]
-            out[:, :stored] += self.step[:stored] * centred
+            wide = None if self.wide is None else self.wide[rows]
+            centred = self._centred(wide, [_unpack_int4_rows(b.packed, rows) for b in self.blocks], torch.float32)
+            out[:, :stored] += self.step[:stored] * centred[:, :stored]
         return out
 
     def logits(self, p: torch.Tensor, kernels: bool) -> torch.Tensor:
-        """`p . origin + (p * step) . (m - centre)` for every row of the tier (`M x rows`, float32); `p` is `M x k`."""
+        """`p . origin + (p * step) . (m - centre)` for every row of the tier (`M x rows`, float32); `p` is `M x k`.
+        With `kernels`, a few positions go through the weight-only kernels and many (whose cost grows with `M`)
+        through chunks of the integers expanded to bf16; without, chunks in `p`'s dtype."""
         out = (p.float() @ self.origin).unsqueeze(-1).expand(-1, self.rows)
         scaled = torch.nn.functional.pad(p.float() * self.step, (0, max(0, self.total - self.width)))
         scaled = scaled[:, : self.total]
-        if not kernels:
-            out = out.clone()
-            scaled, centre = scaled.to(p.dtype), self.centre[: self.total]
+        if not kernels or p.shape[0] > KERNEL_MAX_POSITIONS:
+            out, dtype = out.clone(), torch.bfloat16 if kernels else p.dtype
+            scaled = scaled.to(dtype)
             for start in range(0, self.rows, EXACT_CHUNK_ROWS):
-                rows = torch.arange(start, min(start + EXACT_CHUNK_ROWS, self.rows), device=p.device)
-                positions = (self.grid_positions(rows) - centre).to(p.dtype)
-                out[:, start : start + len(rows)] += (scaled @ positions.T).float()
+                stop = min(start + EXACT_CHUNK_ROWS, self.rows)
+                out[:, start:stop] += (scaled @ self.centred_range(start, stop, dtype).T).float()
             return out
         scaled = scaled.bfloat16()
+        products = []
         if self.wide is not None:
-            wide = scaled[:, : self.wide_columns].contiguous()
-            out = torch.add(out, torch._weight_int8pack_mm(wide, self.wide, self.ones))
+            products.append(torch._weight_int8pack_mm(scaled[:, : self.wide_columns].contiguous(), self.wide, self.ones))
         for block in self.blocks:
             narrow = scaled[:, block.start : block.start + block.columns].contiguous()
-            product = torch._weight_int4pack_mm_for_cpu(narrow, block.packed, block.group, block.table)
-            out = torch.add(out, product[:, : self.rows])
-        return out
+            products.append(torch._weight_int4pack_mm_for_cpu(narrow, block.packed, block.group, block.table))
+        if not products:
+            return out
+        total = products[0][:, : self.rows].float()
+        for product in products[1:]:
+            total += product[:, : self.rows]
+        return total.add_(out[:, :1])  # the constant, one per position
 
 
 class PackedRuntime:

@@ -72,6 +72,9 @@ def test_both_integer_widths_and_constant_columns_are_exercised():
     exact = PackedRuntime(layer.packed, mode="exact")
     torch.testing.assert_close(exact.logits(p), expected, rtol=0, atol=1e-5 * expected.abs().max().item())
     torch.testing.assert_close(runtime.logits(p), expected, rtol=0, atol=1e-2 * expected.abs().max().item())
+    many = torch.randn(40, 128, generator=torch.Generator().manual_seed(2))  # past the kernels: expanded chunks, bf16
+    expected = many @ layer.dense_codes().T
+    torch.testing.assert_close(runtime.logits(many), expected, rtol=0, atol=1e-2 * expected.abs().max().item())
     # one byte per entry of 4 bits or more, half a byte per narrower one (rows padded to 64, columns to a group)
     assert tier.wide.numel() == 1000 * tier.wide_columns
     assert all(block.packed.numel() == 1024 * block.columns // 2 for block in tier.blocks)
