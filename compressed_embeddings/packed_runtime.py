@@ -347,9 +347,13 @@ class PackedRuntime:
         out = parts[0] if self.identity else torch.cat(parts, dim=-1).index_select(-1, self.inverse)
         return out.reshape(*p.shape[:-1], self.num_rows)
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """The decoded codes (`... x k`, float32) of the rows `ids`, from the integer matrices."""
+    def lookup(self, ids: torch.Tensor, chunk_rows: int = 8192) -> torch.Tensor:
+        """The decoded codes (`... x k`, float32) of the rows `ids`, from the integer matrices (`chunk_rows` at a
+        time, so that decoding every row needs no more than a chunk's worth of integers at once)."""
         flat = ids.reshape(-1)
+        if flat.shape[0] > chunk_rows:
+            parts = [self.lookup(flat[start : start + chunk_rows]) for start in range(0, flat.shape[0], chunk_rows)]
+            return torch.cat(parts).view(*ids.shape, self.width)
         if self.identity:
             return self.tiers[0].codes(flat).view(*ids.shape, self.width)
         tiers = self.row_tiers[flat].long()
