@@ -263,7 +263,9 @@ class _TierRuntime:
         scaled = scaled.bfloat16()
         products = []
         if self.wide is not None:
-            products.append(torch._weight_int8pack_mm(scaled[:, : self.wide_columns].contiguous(), self.wide, self.ones))
+            products.append(
+                torch._weight_int8pack_mm(scaled[:, : self.wide_columns].contiguous(), self.wide, self.ones)
+            )
         for block in self.blocks:
             narrow = scaled[:, block.start : block.start + block.columns].contiguous()
             products.append(torch._weight_int4pack_mm_for_cpu(narrow, block.packed, block.group, block.table))
