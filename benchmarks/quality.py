@@ -39,6 +39,7 @@ import hashlib
 import json
 import math
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.output / "quality.md").write_text(render(results))
         return 0
     torch.manual_seed(0)
-    command = "python benchmarks/quality.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    command = "python benchmarks/quality.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     meta = {
         "command": command.strip(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: meta[k] for k in ("max_tokens", "max_length", "stride", "ae_epochs")}
     reused = _reusable_rows(args.reuse, settings) if args.reuse else None
     if reused is not None:
-        meta["reused"] = {"from": reused.pop("command"), "methods": sorted({key.split("@")[0] for key in reused})}
+        meta["reused"] = {"from": reused.pop("command"), "methods": []}
 
     def cached(key: str, compute) -> list[dict]:
         """Rows already measured with these settings are read back from `--work` (an interrupted run resumes), or
@@ -405,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         if reused is not None and not name.startswith(tuple(args.recompute)):
             if key not in reused:
                 raise SystemExit(f"--reuse {args.reuse} has no rows for {key!r}: recompute it or drop --reuse.")
+            if name not in meta["reused"]["methods"]:
+                meta["reused"]["methods"].append(name)
             return reused[key]
         tag = hashlib.sha1(json.dumps({"key": key, **settings}, sort_keys=True).encode()).hexdigest()[:12]
         path = args.work / f"{tag}.json"
@@ -441,7 +444,8 @@ def _reusable_rows(path: Path, settings: dict) -> dict:
     mismatched = {k: (earlier["meta"].get(k), v) for k, v in settings.items() if earlier["meta"].get(k) != v}
     if mismatched:
         raise SystemExit(f"--reuse {path} was measured with other settings (earlier, now): {mismatched}")
-    rows: dict = {"command": earlier["meta"]["command"]}
+    # rows the earlier run itself took from a run before it keep that run's command (this run reuses only those)
+    rows: dict = {"command": earlier["meta"].get("reused", {}).get("from", earlier["meta"]["command"])}
     for row in earlier["language_model"]["rows"]:
         key = row["method"] if row["target_ratio"] is None else f"{row['method']}@{row['target_ratio']}"
         rows.setdefault(key, []).append(row)

@@ -205,3 +205,19 @@ def test_reload_by_both_paths_keeps_the_runtime_layout(saved_runtime_checkpoints
         assert row["runtime_module"].startswith(expected_module), row
         # equal up to summation order (reloaded tensors sit elsewhere in memory): float rounding of the dtype
         assert row["max_abs_diff"] <= (1e-5 if dtype == "float32" else 2e-2) * row["reference_scale"], row
+
+
+def test_loading_builds_the_runtime_layout_from_the_file(tmp_path):
+    """`from_pretrained` builds the layout from the checkpoint file, apart from the model's memory map (so the planes
+    are never paged in), with the same integers as a layout built from the loaded planes."""
+    from transformers import AutoModelForCausalLM
+
+    _compressed("llama", torch.bfloat16).save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype="auto")
+    layer = loaded.get_input_embeddings()
+    assert "_runtime" in layer.__dict__  # built during loading
+    from_file = layer.packed_runtime()
+    from_planes = PackedRuntime(layer.packed)
+    for a, b in zip(from_file.tiers, from_planes.tiers):
+        assert torch.equal(a.wide, b.wide) if a.wide is not None else b.wide is None
+        assert all(torch.equal(x.packed, y.packed) for x, y in zip(a.blocks, b.blocks))
