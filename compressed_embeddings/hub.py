@@ -132,6 +132,7 @@ def _figures(model) -> dict:
     stored_bytes = sum(t.numel() * t.element_size() for t in layer.state_dict().values())
     dtype = layer.compute_dtype
     original_bytes = vocab * hidden * dtype.itemsize
+    runtime = layer.packed_runtime()
     return {
         "vocab": vocab,
         "hidden": hidden,
@@ -144,7 +145,7 @@ def _figures(model) -> dict:
         "stored_bytes": stored_bytes,
         "saved_bytes": original_bytes - stored_bytes,
         "fp32_ratio": vocab * hidden * 4 / stored_bytes,
-        "runtime_bytes": None if layer.packed_runtime() is None else layer.packed_runtime().nbytes(),
+        "runtime_bytes": None if runtime is None else runtime.nbytes(),
         "tied": isinstance(model.get_output_embeddings(), CompressedOutputHead),
     }
 

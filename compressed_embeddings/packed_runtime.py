@@ -28,7 +28,7 @@ code entry that has bits, plus a few floats per tier and column. The same intege
 
 import torch
 
-from .packed_codes import PackedCodes, grid_points, unpack
+from .packed_codes import INT4_MAX_BITS, PackedCodes, grid_points, unpack
 
 INT8_ALIGN = 16  # columns of an int8 block: the CPU kernel needs a multiple of 16 (others crash it)
 INT4_ROW_BLOCK = 64  # rows per block of the CPU int4 kernel's layout (it needs a multiple of 16)
@@ -167,7 +167,8 @@ def _layout(widths: list[int], kernels: bool) -> tuple[int, list[tuple[int, int]
     if not kernels:
         return with_bits, []
     best = None
-    for wide in range(_round_up(sum(b >= 4 for b in widths), INT8_ALIGN), _round_up(with_bits, INT8_ALIGN) + 1, 16):
+    first = _round_up(sum(b > INT4_MAX_BITS for b in widths), INT8_ALIGN)
+    for wide in range(first, _round_up(with_bits, INT8_ALIGN) + 1, INT8_ALIGN):
         blocks = _int4_blocks(max(0, with_bits - wide))
         cost = wide + 2 * (wide > 0) + sum(columns / 2 + 4 * columns / group for columns, group in blocks)
         if best is None or cost < best[0]:
@@ -191,7 +192,7 @@ class _TierRuntime:
     without bits are not stored (their value is in `origin`)."""
 
     def __init__(self, rows: int, widths: list[int], lo, step, kernels: bool, device) -> None:
-        self.rows, self.width, self.lo, self.step = rows, len(widths), lo.to(device), step.to(device)
+        self.rows, self.width, self.step = rows, len(widths), step.to(device)
         self.wide_columns, blocks = _layout(widths, kernels)
         self.blocks, start = [], self.wide_columns
         for columns, group in blocks:
@@ -202,13 +203,13 @@ class _TierRuntime:
         #: subtracts)
         centres = [grid_points(b) // 2 if b else 0 for b in widths]
         self.centre = torch.tensor(centres + [0] * max(0, start - self.width), dtype=torch.float32, device=device)
-        self.origin = self.lo + self.centre[: self.width] * self.step  # the value of a centred 0
+        self.origin = lo.to(device) + self.centre[: self.width] * self.step  # the value of a centred 0
         wide = self.wide_columns
         self.wide = torch.zeros(rows, wide, dtype=torch.int8, device=device) if wide else None
         self.ones = torch.ones(rows, dtype=torch.bfloat16, device=device) if wide else None
 
     def nbytes(self) -> int:
-        tensors = [self.lo, self.step, self.centre, self.origin, self.wide, self.ones]
+        tensors = [self.step, self.centre, self.origin, self.wide, self.ones]
         tensors += [t for block in self.blocks for t in (block.packed, block.table)]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
@@ -229,7 +230,7 @@ class _TierRuntime:
         parts = [] if wide is None else [wide.to(dtype)]
         parts += [values.to(dtype) - 8 for values in narrow]
         rows = len(wide) if wide is not None else (len(narrow[0]) if narrow else 0)
-        return torch.cat(parts, dim=-1) if parts else torch.zeros(rows, 0, dtype=dtype, device=self.lo.device)
+        return torch.cat(parts, dim=-1) if parts else torch.zeros(rows, 0, dtype=dtype, device=self.step.device)
 
     def centred_range(self, start: int, stop: int, dtype: torch.dtype) -> torch.Tensor:
         """`m - centre` of rows `start:stop` (`start` a multiple of 64)."""

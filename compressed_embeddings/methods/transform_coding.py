@@ -28,6 +28,7 @@ from transformers.utils import logging
 from ..configuration import CompressedEmbeddingConfig
 from ..layer import Int8Linear, build_decoder
 from ..packed_codes import MAX_BITS, grid_points, row_bytes
+from ..packed_runtime import grid_of
 from . import MethodOutput, register_method
 
 logger = logging.get_logger(__name__)
@@ -310,6 +311,21 @@ def fit_to_logits(
         return codebook(), weight.detach(), bias.detach(), history
 
 
+def _entry_grid(codebooks: list[torch.Tensor], bits: list[list[int]]) -> tuple[torch.Tensor, ...]:
+    """`(offsets, spans, fractions, columns)` of the tiers' codebooks joined, as `fit_to_logits` takes them, read
+    back from their values by `grid_of` (the runtime layout's reading of them, so what is fitted is what runs)."""
+    offsets, spans, fractions, columns = [], [], [], []
+    for book, widths in zip(codebooks, bits):
+        lo, step, levels = grid_of(book, widths)
+        intervals = torch.tensor([grid_points(b) - 1 for b in widths], dtype=torch.float32)
+        column = torch.repeat_interleave(torch.arange(len(widths)), torch.tensor([2**b for b in widths]))
+        columns.append(column + sum(len(o) for o in offsets))
+        offsets.append(lo)
+        spans.append(step * intervals)
+        fractions.append(levels.float() / intervals[column])
+    return torch.cat(offsets), torch.cat(spans), torch.cat(fractions), torch.cat(columns)
+
+
 @register_method("transform_coding")
 def transform_coding(
     matrix: torch.Tensor,
@@ -372,7 +388,6 @@ def transform_coding(
     squared_error = 0.0
     codebooks = []
     starts = []  # where each (tier, column) codebook starts in all the codebooks joined
-    grid = ([], [], [], [])  # offset and step of each codebook's grid; grid position and codebook of each entry
     position = 0
     steps = tqdm(total=sum(len(w) for w in bits), desc="transform coding", disable=not show_progress)
     for tier, widths in enumerate(bits):
@@ -380,16 +395,9 @@ def transform_coding(
         book = []
         starts.append([])
         for column, width in enumerate(widths):
-            points = grid_points(width)
-            centroids, index = grid_lloyd_max(rotated[rows, column], 2**width, points, generator)
+            centroids, index = grid_lloyd_max(rotated[rows, column], 2**width, grid_points(width), generator)
             values[rows, column] = index
             squared_error += (centroids[index] - rotated[rows, column]).double().pow(2).sum().item()
-            lo, span = centroids[0].double(), centroids[-1].double() - centroids[0].double()
-            grid[0].append(lo)
-            grid[1].append(span)
-            fraction = torch.round((centroids.double() - lo) / span * (points - 1)) / (points - 1) if span > 0 else 0
-            grid[2].append(centroids.double() * 0 + fraction)
-            grid[3].append(torch.full((centroids.numel(),), len(grid[0]) - 1))
             book.append(centroids)
             starts[tier].append(position)
             position += centroids.numel()
@@ -407,10 +415,8 @@ def transform_coding(
         logger.warning("kl_steps=%d ignored: fitting to the logits needs a tied output head.", config.kl_steps)
     elif config.kl_steps:
         index = values + torch.tensor(starts)[tiers]
-        offsets, spans = torch.stack(grid[0]).float(), torch.stack(grid[1]).float()
-        entry_grid = (offsets, spans, torch.cat(grid[2]).float(), torch.cat(grid[3]))
         flat, weight, bias, kl = fit_to_logits(
-            matrix, index, entry_grid, state["weight"], state["bias"], hidden.float(),
+            matrix, index, _entry_grid(codebooks, bits), state["weight"], state["bias"], hidden.float(),
             None if importance is None else importance.clone(), config.kl_steps, config.seed, show_progress,
             config.decoder_dtype == "int8",
         )  # fmt: skip
