@@ -9,11 +9,13 @@ TORCH ?= torch==2.13.0
 
 setup: $(VENV)/.installed
 
+# The flat layout makes setuptools print an informational "Editable installation." note on every editable install
+# (nothing wrong with ours); PYTHONWARNINGS filters that one message only: real build warnings still show.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test,docs]"
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e ".[test,docs]"
 	touch $@
 
 demo: setup

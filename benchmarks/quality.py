@@ -4,11 +4,12 @@
     python benchmarks/quality.py --ratios 10 --max-tokens 512 --ae-epochs 1 --skip-minilm \
         --output /tmp/quality-smoke               # a smoke run: minutes, meaningless numbers
 
-SmolLM2-135M-Instruct (tied LM head, fp32): for each ratio, transform coding (`method="transform_coding"`, data-free
-and with calibration statistics from the calibration splits: token counts, and the head-input second moment and mean
-predicted next-token distribution over 16,384 tokens of their documents in a seeded random order; the preset's 100
-steps of fitting codebooks and decoder to the original logits on 8,192 of those hidden states; data-free: the head's
-metric from random token ids; both with the preset's int8 decoder), SVD and the paper's autoencoder (full published
+SmolLM2-135M-Instruct (tied LM head, fp32): for each ratio, transform coding (`method="transform_coding"`, with
+calibration statistics from the calibration splits: token counts, and the head-input second moment and mean predicted
+next-token distribution over 16,384 tokens of their documents in a seeded random order; the default 100 steps of
+fitting codebooks and decoder to the original logits on 8,192 of those hidden states; data-free: the same statistics on
+16,384 tokens the model generates itself, the library's default without text; random tokens: the head's metric from
+random token ids only; all with the default int8 decoder), SVD and the paper's autoencoder (full published
 recipe unless `--ae-epochs`) with the tied head compressed (the library's compressed model, code-space head) and
 input-only (the decoded rows as input embedding, the original matrix kept as output head), and SVD with its codes
 stored as int8 (per-row scales) at the same bytes. "CR" is bytes of the fp32 embedding / every byte stored for it
@@ -47,7 +48,12 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from compressed_embeddings import CompressedEmbeddingConfig, collect_calibration, compress_model
+from compressed_embeddings import (
+    CompressedEmbeddingConfig,
+    collect_calibration,
+    compress_model,
+    random_token_calibration,
+)
 from compressed_embeddings.assets import minilm_path, rotten_tomatoes_splits, smollm2_path, text_splits
 from compressed_embeddings.compress import embedding_rows
 from compressed_embeddings.evaluation import embedding_fidelity, perplexity, sentence_embedding_similarity
@@ -79,6 +85,8 @@ SCALAR_REFERENCES = {  # name: (bits, group size, hot rows); bytes = V d bits / 
 
 
 CALIBRATED = "transform coding (calibrated)"
+DATA_FREE = "transform coding (data-free)"
+RANDOM_TOKENS = "transform coding (random tokens)"
 
 
 def configs(ratio: float, vocab: int, hidden: int, ae_epochs: int | None) -> dict[str, CompressedEmbeddingConfig]:
@@ -91,10 +99,8 @@ def configs(ratio: float, vocab: int, hidden: int, ae_epochs: int | None) -> dic
     k = int8_code_dim(vocab, hidden, ratio)
     if k < hidden:  # at low ratios int8 codes would need k >= d: nothing to compress
         methods["svd + int8 codes"] = CompressedEmbeddingConfig(method="svd", code_dim=k, codes_dtype="int8")
-    methods["transform coding (data-free)"] = CompressedEmbeddingConfig.preset(
-        "transform_coding", compression_ratio=ratio
-    )
-    methods[CALIBRATED] = CompressedEmbeddingConfig.preset("transform_coding", compression_ratio=ratio)
+    for name in (RANDOM_TOKENS, DATA_FREE, CALIBRATED):
+        methods[name] = CompressedEmbeddingConfig(method="transform_coding", compression_ratio=ratio)
     return methods
 
 
@@ -148,8 +154,12 @@ class LanguageModelBench:
 
     def compressed(self, name: str, config: CompressedEmbeddingConfig, target: float) -> list[dict]:
         model = self.load()
-        calibration = self.calibration if name == CALIBRATED else None
         start = time.perf_counter()
+        # calibrated: the calibration splits; data-free: the library's own (the model's generated text, timed);
+        # random tokens: the head's metric from random token ids (the data-free method before self-generation)
+        calibration = {CALIBRATED: self.calibration, DATA_FREE: None}.get(name)
+        if name == RANDOM_TOKENS:
+            calibration = random_token_calibration(model)
         model = compress_model(model, config, show_progress=False, calibration=calibration).eval()
         seconds = time.perf_counter() - start
         stored = model.compression_report.stored_bytes
@@ -247,9 +257,11 @@ def render(results: dict) -> str:
         "",
         "CR = bytes of the fp32 embedding / every byte stored for its replacement (codes, scales, codebooks, "
         "decoder). Transform coding stores at most 8 bits per entry, so where a lower ratio is asked it reaches "
-        "the ratio shown instead; *data-free* has no calibration text (the head's metric comes from random token "
-        "ids), *calibrated* uses the calibration splits (token counts, head-input second moment, predicted "
-        "distribution, then fitting to the logits); both use the preset's int8 decoder. "
+        "the ratio shown instead; *calibrated* uses the calibration splits (token counts, head-input second moment, "
+        "predicted distribution, then fitting to the logits); *data-free* uses no text: the model generates its own "
+        "(16,384 tokens sampled from its BOS token; the same statistics and fitting; generation counted in the "
+        "compress time), the library's data-free default; *random tokens* takes the head's metric from random token "
+        "ids only (the earlier data-free method); all use the int8 decoder. "
         "*tied*: the model's tied output head reads the compressed representation too (the library's compressed "
         "model); *input-only*: only the input embedding is replaced, the original matrix stays as output head (so "
         "the checkpoint stores the full matrix once more: it saves nothing on disk, it isolates the input side). "

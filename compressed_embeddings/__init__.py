@@ -6,10 +6,11 @@
 >>> model.save_pretrained("model-ae10")  # doctest: +SKIP
 ```
 
-Importing the package registers the compressed model types with `AutoConfig` / `AutoModel*`.
+Importing the package registers the compressed model types with `AutoConfig` / `AutoModel*` (every family
+transformers knows, each on its first lookup).
 """
 
-from .auto import DEFAULT_FAMILIES, register_default_families, register_family
+from .auto import DEFAULT_FAMILIES, enable_lazy_registration, register_default_families, register_family
 from .calibration import CalibrationStats, collect_calibration, random_token_calibration
 from .compress import (
     CompressionReport,
@@ -37,6 +38,7 @@ from .modeling import (
 )
 from .version import __version__
 
+enable_lazy_registration()
 register_default_families()
 _install_hub()  # model card on save_pretrained, card-aware push_to_hub
 

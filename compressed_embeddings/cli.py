@@ -1,8 +1,11 @@
 """The `compressed-embeddings` command line.
 
 ```
-compressed-embeddings compress MODEL_OR_PATH --ratio 10 [--method autoencoder|svd] [--code-dim K] --output DIR
+compressed-embeddings compress MODEL_OR_PATH --output DIR [--ratio 10] [--method transform_coding|autoencoder|svd]
+                             [--calibration-text generic|none|SRC ...] [--code-dim K]
                              [--dtype auto|float32|bfloat16|float16] [--push-to-hub USER/NAME] [--base-model HUB_ID]
+                             [--dry-run]
+compressed-embeddings decompress COMPRESSED_DIR_OR_HUB_ID --output DIR [--overwrite] [--dtype ...]
 compressed-embeddings evaluate MODEL_OR_PATH --text SOURCE [--text SOURCE ...] [--reference ORIGINAL] [--json FILE]
 compressed-embeddings hook install|uninstall|status [--target DIR]
 ```
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .hook import hook_command_parser
@@ -60,14 +64,14 @@ def _signals_deferred():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
-def _publish(staging: Path, output: Path, overwrite: bool) -> None:
+def _publish(staging: Path, output: Path, overwrite: bool, doing: str = "compressing") -> None:
     """Move the complete `staging` folder to `output`. An existing `output` is replaced only with `overwrite`, and
     is put back if the move fails."""
     if not output.exists() and not output.is_symlink():
         os.replace(staging, output)
         return
     if not overwrite:
-        raise CommandError(f"{output} appeared while compressing. Choose another --output or pass --overwrite.")
+        raise CommandError(f"{output} appeared while {doing}. Choose another --output or pass --overwrite.")
     backup = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
     os.replace(output, backup / output.name)
     try:
@@ -77,6 +81,31 @@ def _publish(staging: Path, output: Path, overwrite: bool) -> None:
         backup.rmdir()
         raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def _write_atomically(
+    output: Path, overwrite: bool, args: argparse.Namespace, write, doing: str = "compressing"
+) -> None:
+    """Run `write(staging)` into a hidden temporary folder next to `output`, then move that folder into place
+    (`_publish`) and set `args.published`. On an error, Ctrl-C or SIGTERM the temporary folder is removed, so
+    `output` is either absent (or untouched) or complete."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = None
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+        write(staging)
+        with _signals_deferred() as received:
+            _publish(staging, output, overwrite, doing)
+        args.published = output
+        if received:
+            print(f"note: interrupt received while moving the finished checkpoint into place; {output} is complete")
+    except BaseException as error:
+        if staging is not None:
+            with _signals_deferred():
+                shutil.rmtree(staging, ignore_errors=True)
+        if not isinstance(error, (KeyboardInterrupt, CommandError)):
+            print(f"error: {type(error).__name__} while writing; no output was written to {output}", file=sys.stderr)
+        raise
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -104,22 +133,9 @@ def _load_model(
     dtype: str = "auto",
 ):
     import torch
-    import transformers
     from safetensors import SafetensorError
-    from transformers import AutoConfig
 
-    if not Path(source).expanduser().exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
-        raise CommandError(f"{source}: no such file or directory. Pass a local model folder or a Hub id (user/name).")
-    try:
-        config = AutoConfig.from_pretrained(source, revision=revision)
-    except (OSError, ValueError) as error:
-        raise CommandError(f"Could not load a transformers config from {source!r}: {error}") from None
-    architectures = getattr(config, "architectures", None) or []
-    model_class = getattr(transformers, architectures[0], None) if architectures else None
-    if auto_class is not None:
-        model_class = getattr(transformers, auto_class)
-    if model_class is None:
-        model_class = transformers.AutoModel
+    model_class = _model_class(_load_config(source, revision), auto_class)
     try:  # safetensors only, unless --allow-pickle (transformers then prefers safetensors, else unpickles .bin)
         return model_class.from_pretrained(
             source,
@@ -146,6 +162,34 @@ def _load_model(
         ) from None
 
 
+def _load_config(source: str, revision: str | None):
+    from transformers import AutoConfig
+
+    if not Path(source).expanduser().exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
+        raise CommandError(f"{source}: no such file or directory. Pass a local model folder or a Hub id (user/name).")
+    try:
+        return AutoConfig.from_pretrained(source, revision=revision)
+    except (OSError, ValueError) as error:
+        raise CommandError(f"Could not load a transformers config from {source!r}: {error}") from None
+
+
+def _model_class(config, auto_class: str | None = None) -> type:
+    """The class `config.architectures` names (a stock transformers class, or this package's compressed class of
+    one, e.g. `CompressedLlamaForCausalLM`), `auto_class` if given, else `AutoModel`."""
+    import transformers
+
+    from . import modeling
+
+    if auto_class is not None:
+        return getattr(transformers, auto_class)
+    architectures = getattr(config, "architectures", None) or []
+    name = architectures[0] if architectures else None
+    model_class = getattr(transformers, name, None) if name else None
+    if model_class is None and name and name.startswith(modeling.CLASS_PREFIX):
+        model_class = getattr(modeling, name, None)
+    return model_class if model_class is not None else transformers.AutoModel
+
+
 def compress_command_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "compress",
@@ -164,16 +208,17 @@ def compress_command_parser(subparsers) -> argparse.ArgumentParser:
     size.add_argument("--code-dim", type=int, help="Code width k (instead of --ratio).")
     parser.add_argument(
         "--method",
-        default="autoencoder",
-        help="autoencoder (the paper's, default), svd, or transform_coding (the best measured; give "
-        "--calibration-text).",
+        help="transform_coding (default: the best measured, packed codes of a few bits), autoencoder (the paper's, "
+        "its published recipe) or svd (the baseline).",
     )
     parser.add_argument(
         "--calibration-text",
         nargs="+",
         metavar="SRC",
-        help="Generic text for transform_coding's calibration (token counts, head-input statistics): .txt/.jsonl/"
-        ".json files, folders of .txt, or Hub datasets, as for `evaluate --text`.",
+        help="Text transform_coding calibrates on (token counts, head-input statistics, logits to fit): 'generic' "
+        "(default: the package's own generic text, the Brown corpus' calibration split, fetched once and cached), "
+        "'none' (data-free: the model generates its own text), or .txt/.jsonl/.json files, folders of .txt, or Hub "
+        "datasets, as for `evaluate --text`.",
     )
     parser.add_argument(
         "--calibration-tokens", type=int, default=16384, help="Tokens of calibration text run through the model."
@@ -214,6 +259,12 @@ def compress_command_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="Replace OUTPUT if it exists.")
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Read only MODEL_OR_PATH's config (the model is built on the meta device, no weights are read) and "
+        "print the sizes the run would produce: embedding, stored bytes, ratio, checkpoint weights. Writes nothing.",
+    )
+    parser.add_argument(
         "--push-to-hub",
         metavar="REPO_ID",
         help="Also upload OUTPUT (with its model card) to this Hub repo, created if needed (needs a token: HF_TOKEN "
@@ -229,16 +280,9 @@ def compress_command_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def compress_command(args: argparse.Namespace) -> int:
-    output = Path(args.output).expanduser().resolve()
-    if output.exists() and not args.overwrite:
-        raise CommandError(f"{output} already exists. Choose another --output or pass --overwrite to replace it.")
-
-    from transformers import AutoTokenizer
-
-    from .compress import compress_model
+def _compression_config(args: argparse.Namespace):
+    """The `CompressedEmbeddingConfig` the `compress` arguments ask for."""
     from .configuration import CompressedEmbeddingConfig
-    from .methods.autoencoder import default_accelerator
 
     fields = {
         "method": args.method,
@@ -258,19 +302,39 @@ def compress_command(args: argparse.Namespace) -> int:
     fields = {k: v for k, v in fields.items() if v is not None}
     if args.decoder_dtype:
         fields["decoder_dtype"] = None if args.decoder_dtype == "float" else args.decoder_dtype
-    if args.method == "transform_coding":  # the preset's defaults (kl_steps) unless overridden
-        config = CompressedEmbeddingConfig.preset("transform_coding", **fields)
-    else:
-        config = CompressedEmbeddingConfig(**fields)
+    config = CompressedEmbeddingConfig(**fields)
+    if args.calibration_text and config.method != "transform_coding":
+        raise CommandError("--calibration-text is used by --method transform_coding only; drop it or change method.")
+    return config
+
+
+def _calibration_keyword(args: argparse.Namespace) -> str | None:
+    """'generic' or 'none' when --calibration-text is one of those keywords (default 'generic'), else None (text)."""
+    sources = args.calibration_text or ["generic"]
+    return sources[0].lower() if len(sources) == 1 and sources[0].lower() in ("generic", "none") else None
+
+
+def compress_command(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return dry_run_command(args)
+    output = Path(args.output).expanduser().resolve()
+    if output.exists() and not args.overwrite:
+        raise CommandError(f"{output} already exists. Choose another --output or pass --overwrite to replace it.")
+
+    from transformers import AutoTokenizer
+
+    from .calibration import collect_calibration, resolve_calibration
+    from .compress import choice_line, compress_model
+    from .methods.autoencoder import default_accelerator
+
+    config = _compression_config(args)
+    sources = args.calibration_text or ["generic"]
+    keyword = _calibration_keyword(args)
     calibration_texts = None
-    if args.calibration_text:
-        if config.method != "transform_coding":
-            raise CommandError(
-                "--calibration-text is used by --method transform_coding only; drop it or change method."
-            )
+    if config.method == "transform_coding" and keyword is None:
         from .evaluation import load_texts
 
-        calibration_texts = [doc for source in args.calibration_text for doc in load_texts(source)]
+        calibration_texts = [doc for source in sources for doc in load_texts(source)]
 
     start = time.perf_counter()
     model = _load_model(args.model, args.revision, args.allow_pickle, dtype=args.dtype)
@@ -282,15 +346,25 @@ def compress_command(args: argparse.Namespace) -> int:
     )
     accelerator = default_accelerator()  # under `accelerate launch`, the processes train together
     calibration = None
-    if calibration_texts is not None:
-        from .calibration import collect_calibration
-
+    if config.method == "transform_coding":
         start = time.perf_counter()
-        tokenizer = AutoTokenizer.from_pretrained(args.model, revision=args.revision)
-        calibration = collect_calibration(
-            model, tokenizer, calibration_texts, max_tokens=args.calibration_tokens, show_progress=not args.quiet
-        )
-        print(f"Calibrated on {calibration.num_tokens} tokens in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        tokenizer = _tokenizer_or_none(args.model, args.revision)
+        if calibration_texts is not None:
+            if tokenizer is None:
+                raise CommandError(f"{args.model} has no tokenizer to read --calibration-text with.")
+            calibration = collect_calibration(
+                model, tokenizer, calibration_texts, max_tokens=args.calibration_tokens, show_progress=not args.quiet
+            )
+        else:
+            calibration = resolve_calibration(
+                model,
+                "generic" if keyword == "generic" else None,
+                tokenizer,
+                max_tokens=args.calibration_tokens,
+                show_progress=not args.quiet,
+            )
+        print(f"Calibrated on {calibration.source} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    print(choice_line(replace(config, calibration_data=getattr(calibration, "source", None))), file=sys.stderr)
     model = compress_model(model, config, show_progress=not args.quiet, calibration=calibration)
     report = model.compression_report
     if not accelerator.is_main_process:  # only the main process writes (and pushes) the checkpoint
@@ -298,28 +372,15 @@ def compress_command(args: argparse.Namespace) -> int:
 
     # Everything is written into a hidden temporary folder next to OUTPUT, moved into place only when complete;
     # on an error, Ctrl-C or SIGTERM it is removed, so OUTPUT is either absent (or untouched) or complete.
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = None
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    def write(staging: Path) -> None:
         model.save_pretrained(staging)
         try:
             AutoTokenizer.from_pretrained(args.model, revision=args.revision).save_pretrained(staging)
         except (OSError, ValueError, TypeError) as error:
             print(f"warning: no tokenizer copied ({error})", file=sys.stderr)
         (staging / "compression_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        with _signals_deferred() as received:
-            _publish(staging, output, args.overwrite)
-        args.published = output
-        if received:
-            print(f"note: interrupt received while moving the finished checkpoint into place; {output} is complete")
-    except BaseException as error:
-        if staging is not None:
-            with _signals_deferred():
-                shutil.rmtree(staging, ignore_errors=True)
-        if not isinstance(error, (KeyboardInterrupt, CommandError)):
-            print(f"error: {type(error).__name__} while writing; no output was written to {output}", file=sys.stderr)
-        raise
+
+    _write_atomically(output, args.overwrite, args, write)
 
     print(report)
     saved = report.original_bytes - report.stored_bytes
@@ -349,6 +410,330 @@ def compress_command(args: argparse.Namespace) -> int:
             return 1
         print(f"Pushed to {commit.commit_url}")
     return 0
+
+
+def _tokenizer_or_none(source: str, revision: str | None):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, revision=revision)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ compress --dry-run
+@dataclass
+class DryRunSizes:
+    """The sizes `compress --dry-run` predicts from a model's config alone ([`dry_run_sizes`]); bytes in `dtype`.
+
+    `stored_bytes` is what the compressed embedding stores (`CompressionReport.stored_bytes`), exactly when `exact`;
+    otherwise (transform coding below its ceiling) an upper bound: the byte budget, which the bit allocation, run on
+    the weights, fills up to at most. `checkpoint_weight_bytes` is the weights the output's safetensors hold (the
+    folder adds config.json, the code files, the model card and the tokenizer).
+    """
+
+    model_class: str
+    method: str
+    num_embeddings: int
+    embedding_dim: int
+    code_dim: int
+    dtype: str
+    dtype_from: str
+    tied_output_head: bool
+    original_bytes: int
+    stored_bytes: int
+    exact: bool
+    parts: dict[str, int]
+    source_weight_bytes: int
+    checkpoint_weight_bytes: int
+    budget_bytes: float | None = None
+
+    @property
+    def bytes_ratio(self) -> float:
+        """`original_bytes / stored_bytes` (a lower bound unless `exact`)."""
+        return self.original_bytes / self.stored_bytes
+
+
+def _resolve_dtype(config, dtype: str):
+    """`(torch dtype, where it comes from)`: `dtype`, or for "auto" the config's `dtype` (`torch_dtype` in older
+    files) as transformers' `dtype="auto"` reads it, float32 when the config names none."""
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype), "--dtype"
+    value = getattr(config, "dtype", None) or config.to_dict().get("torch_dtype")
+    if isinstance(value, str):
+        value = getattr(torch, value.removeprefix("torch."), None)
+    if isinstance(value, torch.dtype):
+        return value, "config.json"
+    return torch.float32, "default: config.json names no dtype"
+
+
+def _meta_model(source: str, revision: str | None, dtype: str):
+    """The model of `source` built from its config on the meta device (no weights read), with its dtype's origin."""
+    import torch
+
+    from .configuration import CONFIG_KEY
+
+    config = _load_config(source, revision)
+    if getattr(config, CONFIG_KEY, None) is not None:
+        raise CommandError(
+            f"{source} is already compressed (model_type {config.model_type!r}). Pass the original model, or "
+            f"`compressed-embeddings decompress {source} --output DIR` first to re-compress."
+        )
+    torch_dtype, origin = _resolve_dtype(config, dtype)
+    model_class = _model_class(config)
+    with torch.device("meta"):
+        if hasattr(model_class, "_from_config"):
+            model = model_class._from_config(config, dtype=torch_dtype)
+        else:  # AutoModel
+            model = model_class.from_config(config, dtype=torch_dtype)
+    return model, origin
+
+
+def _tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def dry_run_sizes(
+    model: str,
+    config=None,
+    *,
+    dtype: str = "auto",
+    revision: str | None = None,
+    calibration: str = "generic",
+) -> DryRunSizes:
+    """What `compress` would produce for `model` (a folder or Hub id) with `config` (a `CompressedEmbeddingConfig`,
+    default the default one), computed from the model's config alone: the model is built on the meta device, no
+    weights are read. `dtype` as `--dtype`; `calibration` as `--calibration-text` ("generic", "none", or anything
+    else for text), which decides whether transform coding cuts the rows into tiers.
+
+    Autoencoder and SVD sizes are exact: the layer the resolved config describes, built on the meta device. Transform
+    coding allocates its bits on the weights: its stored bytes are exact only when every column can have the most
+    bits within the budget, else the budget is an upper bound ([`DryRunSizes`]).
+    """
+    import math
+    from dataclasses import replace as replace_fields
+
+    from .compress import _input_embedding
+    from .configuration import CompressedEmbeddingConfig
+    from .layer import CompressedEmbedding
+    from .modeling import head_is_tied
+
+    config = config if config is not None else CompressedEmbeddingConfig()
+    meta, dtype_from = _meta_model(model, revision, dtype)
+    embedding = _input_embedding(meta)  # the same checks as the real run: a lookup table it can replace
+    num_embeddings, embedding_dim = embedding.weight.shape
+    weight_dtype = embedding.weight.dtype
+    tied = head_is_tied(meta)
+    head_copy = tied and not config.compress_output_head  # the real run unties the head and keeps its matrix
+    spec = config.resolved(
+        num_embeddings=num_embeddings,
+        embedding_dim=embedding_dim,
+        padding_idx=embedding.padding_idx,
+        tied_output_head=tied and not head_copy,
+    )
+    budget = None
+    if spec.method == "transform_coding":
+        from .methods.transform_coding import byte_budget, tier_sizes_for
+
+        # Rows are cut into tiers when calibration yields token importances: text (generic or yours) does, and so
+        # does the data-free calibration of a model that generates; random token ids (no head or no generation)
+        # do not.
+        generates = meta.get_output_embeddings() is not None and meta.can_generate()
+        tiered = calibration.lower() != "none" or generates
+        sizes = tier_sizes_for(num_embeddings, spec.first_tier_rows) if tiered else [num_embeddings]
+        budget, _, most = byte_budget(num_embeddings, embedding_dim, weight_dtype, spec, sizes)
+        exact = most <= budget
+        stored = most if exact else math.floor(budget)
+        layout = replace_fields(spec, code_bits=[[0] * embedding_dim] * len(sizes), tier_sizes=sizes)
+        layer = CompressedEmbedding.from_config(layout, device="meta", dtype=weight_dtype)
+        state = layer.state_dict()
+        decoder = _tensor_bytes(t for name, t in state.items() if name.startswith("decoder."))
+        tiers = _tensor_bytes(t for name, t in state.items() if name.endswith("row_tiers"))
+        parts = {"decoder (int8 weight, scales, bias)" if spec.decoder_dtype == "int8" else "decoder": decoder}
+        parts["row tiers (1 byte a row)"] = tiers
+        parts[f"bit planes + codebooks ({len(sizes)} tier(s))"] = stored - decoder - tiers
+    else:
+        layer = CompressedEmbedding.from_config(spec, device="meta", dtype=weight_dtype)
+        parts = {
+            f"{name} {'x'.join(map(str, t.shape))} {str(t.dtype).removeprefix('torch.')}": _tensor_bytes([t])
+            for name, t in layer.state_dict().items()
+        }
+        stored, exact = sum(parts.values()), True
+    original = num_embeddings * embedding_dim * weight_dtype.itemsize
+    seen: dict[int, object] = {}  # tied tensors are one object, saved once
+    for tensor in meta.state_dict(keep_vars=True).values():
+        seen.setdefault(id(tensor), tensor)
+    source_bytes = _tensor_bytes(seen.values())
+    return DryRunSizes(
+        model_class=type(meta).__name__,
+        method=spec.method,
+        num_embeddings=num_embeddings,
+        embedding_dim=embedding_dim,
+        code_dim=spec.code_dim,
+        dtype=str(weight_dtype).removeprefix("torch."),
+        dtype_from=dtype_from,
+        tied_output_head=tied,
+        original_bytes=original,
+        stored_bytes=stored,
+        exact=exact,
+        parts=parts,
+        source_weight_bytes=source_bytes,
+        checkpoint_weight_bytes=source_bytes - original + stored + (original if head_copy else 0),
+        budget_bytes=budget,
+    )
+
+
+def _mib(size: float) -> str:
+    return f"{size / 2**20:,.2f} MiB"
+
+
+def dry_run_command(args: argparse.Namespace) -> int:
+    config = _compression_config(args)
+    sizes = dry_run_sizes(
+        args.model, config, dtype=args.dtype, revision=args.revision, calibration=_calibration_keyword(args) or "text"
+    )
+    bound = "" if sizes.exact else "at most "
+    head = "tied to it" if sizes.tied_output_head else "not tied to it"
+    if sizes.tied_output_head and not config.compress_output_head:
+        head += " (--input-only: untied, its matrix kept)"
+    print(
+        f"Dry run: {sizes.model_class} built from the config of {args.model} on the meta device (no weights read); "
+        f"nothing written to {args.output}."
+    )
+    print(
+        f"Embedding: {sizes.num_embeddings} x {sizes.embedding_dim} in {sizes.dtype} ({sizes.dtype_from}); output "
+        f"head {head}."
+    )
+    print(f"Original embedding: {sizes.original_bytes:,} bytes ({_mib(sizes.original_bytes)})")
+    parts = ", ".join(f"{name} {size:,}" for name, size in sizes.parts.items())
+    print(
+        f"Stored by {sizes.method} (code width {sizes.code_dim}): {bound}{sizes.stored_bytes:,} bytes "
+        f"({_mib(sizes.stored_bytes)}) = {parts}"
+    )
+    print(f"Ratio: {'at least ' if bound else ''}{sizes.bytes_ratio:.2f}x in {sizes.dtype}")
+    print(
+        f"Checkpoint weights: {sizes.source_weight_bytes:,} -> {bound}{sizes.checkpoint_weight_bytes:,} bytes "
+        f"({_mib(sizes.source_weight_bytes)} -> {_mib(sizes.checkpoint_weight_bytes)}); the folder adds config.json, "
+        "the code files, the model card and the tokenizer"
+    )
+    if not sizes.exact:
+        print(
+            f"note: {sizes.method} allocates its bits on the weights; the run stores at most the budget "
+            f"({sizes.budget_bytes:,.1f} bytes = the embedding's bytes / {config.compression_ratio:g}), usually a "
+            "little less (what no further bit fits in)."
+        )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ decompress
+def decompress_command_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "decompress",
+        help="Write a compressed checkpoint back as a stock one, for runtimes that only load stock models.",
+        description="Load the compressed checkpoint MODEL, decode its embedding into a plain lookup table (the tied "
+        "head re-tied) and save a stock checkpoint into OUTPUT: the stock model_type, no auto_map, no code files, the "
+        "tokenizer and generation config copied. It loads without this package or trust_remote_code (llama.cpp's "
+        "convert_hf_to_gguf.py, vLLM, TGI, ...); the embedding is full size again, with the compressed one's quality.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="A compressed checkpoint: a local folder or a Hub id.")
+    parser.add_argument("--output", "-o", required=True, help="Folder to write the stock checkpoint into.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace OUTPUT if it exists.")
+    parser.add_argument("--revision", help="Hub revision of MODEL.")
+    _add_dtype_argument(parser, "MODEL (and write OUTPUT)")
+    parser.set_defaults(func=decompress_command)
+    return parser
+
+
+def _check_stock_folder(folder: Path) -> None:
+    """Raise unless `folder` holds a stock checkpoint: config.json without auto_map or the compressed block and with
+    a stock model_type, no code files, no model card of a compressed model."""
+    from .configuration import CLASS_PREFIX, CONFIG_KEY, MODEL_TYPE_PREFIX
+    from .hub import CARD_MARKER
+
+    config = json.loads((folder / "config.json").read_text())
+    problems = [key for key in ("auto_map", CONFIG_KEY) if key in config]
+    if str(config.get("model_type", "")).startswith(MODEL_TYPE_PREFIX):
+        problems.append(f"model_type {config['model_type']}")
+    problems += [f"architecture {a}" for a in config.get("architectures") or [] if a.startswith(CLASS_PREFIX)]
+    problems += [path.name for path in folder.rglob("*.py")]
+    card = folder / "README.md"
+    if card.is_file() and CARD_MARKER in card.read_text(encoding="utf-8"):
+        problems.append("README.md is a compressed model's card")
+    if problems:
+        raise RuntimeError(f"The decompressed checkpoint is not a stock one: {', '.join(problems)}.")
+
+
+def decompress_command(args: argparse.Namespace) -> int:
+    output = Path(args.output).expanduser().resolve()
+    if output.exists() and not args.overwrite:
+        raise CommandError(f"{output} already exists. Choose another --output or pass --overwrite to replace it.")
+    local = Path(args.model).expanduser()
+    if local.exists() and local.resolve() == output:
+        raise CommandError("--output is the compressed checkpoint itself; write the stock one to another folder.")
+
+    from transformers import AutoTokenizer
+
+    from .compress import decompress_model
+    from .configuration import CONFIG_KEY
+
+    config = _load_config(args.model, args.revision)
+    if getattr(config, CONFIG_KEY, None) is None:
+        raise CommandError(
+            f"{args.model} is not a compressed checkpoint (model_type {config.model_type!r}, no `{CONFIG_KEY}` block "
+            "in config.json): it already loads in stock runtimes; there is nothing to decompress."
+        )
+    start = time.perf_counter()
+    model = _load_model(args.model, args.revision, dtype=args.dtype)
+    compressed_class = type(model).__name__
+    layer = model.get_input_embeddings()
+    stored = _tensor_bytes(layer.state_dict().values())
+    model = decompress_model(model)
+    model.config.architectures = [type(model).__name__]
+    weight = model.get_input_embeddings().weight
+    decoded = _tensor_bytes([weight])
+    print(
+        f"Decoded the embedding of {compressed_class} from {args.model} in {time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+    )
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging)
+        try:
+            AutoTokenizer.from_pretrained(args.model, revision=args.revision).save_pretrained(staging)
+        except (OSError, ValueError, TypeError) as error:
+            print(f"warning: no tokenizer copied ({error})", file=sys.stderr)
+        _check_stock_folder(staging)
+
+    _write_atomically(output, args.overwrite, args, write, doing="decompressing")
+
+    before = _folder_bytes(local) if local.is_dir() else _cached_snapshot_bytes(args.model, args.revision)
+    after = _folder_bytes(output)
+    dtype = str(weight.dtype).removeprefix("torch.")
+    print(
+        f"Embedding: {weight.shape[0]} x {weight.shape[1]} in {dtype}: {stored:,} bytes stored compressed -> "
+        f"{decoded:,} bytes decoded ({_mib(stored)} -> {_mib(decoded)}): the saving is gone, the compressed "
+        "embedding's quality stays."
+    )
+    print(f"Checkpoint folder: {_mib(before) if before else '?'} -> {_mib(after)}")
+    model_type = json.loads((output / "config.json").read_text())["model_type"]
+    print(f"Saved a stock {type(model).__name__} (model_type {model_type}) to {output}")
+    print(
+        "It loads without compressed_embeddings or trust_remote_code: for runtimes that only know stock models "
+        "(llama.cpp's convert_hf_to_gguf.py, vLLM, TGI); to keep the smaller checkpoint, use the compressed one."
+    )
+    return 0
+
+
+def _cached_snapshot_bytes(repo_id: str, revision: str | None) -> int | None:
+    """Bytes of the Hub checkpoint `repo_id` as cached locally (just downloaded by loading it), or None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return _folder_bytes(Path(snapshot_download(repo_id, revision=revision, local_files_only=True)))
+    except Exception:  # not cached as a snapshot (e.g. some files only): the size is then unknown
+        return None
 
 
 def evaluate_command_parser(subparsers) -> argparse.ArgumentParser:
@@ -447,6 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     compress_command_parser(subparsers)
+    decompress_command_parser(subparsers)
     evaluate_command_parser(subparsers)
     hook_command_parser(subparsers)
     return parser

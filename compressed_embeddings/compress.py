@@ -8,6 +8,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ from transformers import PreTrainedModel
 from transformers.utils import logging
 
 from .auto import register_model_class
-from .calibration import CalibrationStats, random_token_calibration
+from .calibration import CalibrationStats, resolve_calibration
 from .configuration import CONFIG_KEY, CompressedEmbeddingConfig, compressed_config_class
 from .evaluation import embedding_fidelity
 from .hub import hub_model_id
@@ -267,7 +268,8 @@ def compress_model(
     config: CompressedEmbeddingConfig | None = None,
     *,
     show_progress: bool = True,
-    calibration: CalibrationStats | None = None,
+    calibration: CalibrationStats | str | None = "generic",
+    tokenizer: Any = None,
 ) -> PreTrainedModel:
     """Replace `model`'s token embedding by codes + decoder, in place, and return the model.
 
@@ -275,9 +277,15 @@ def compress_model(
     config `CompressedLlamaConfig` with a `compressed_embedding` block), so `save_pretrained` writes a checkpoint
     that `AutoModel*` classes load back. A tied output head stays tied to the compressed representation
     (unless `config.compress_output_head=False`, which unties it and keeps the original output matrix); an
-    untied head is left alone. The report is stored as `model.compression_report`. `calibration`
-    ([`collect_calibration`] on this model, before compressing it) feeds methods that use it (`transform_coding`);
-    without it, `transform_coding` with a tied head uses [`random_token_calibration`] (no text).
+    untied head is left alone. The report is stored as `model.compression_report`.
+
+    With no `config`, the default `CompressedEmbeddingConfig()` is used: transform coding at ratio 10, the best
+    measured method (`docs/results/quality.md`). `calibration` feeds the methods that use it (`transform_coding`):
+    `"generic"` (default) measures this model on the package's own generic text ([`generic_calibration`], fetched
+    once and cached) with `tokenizer` (default: loaded from `model.name_or_path`); a [`CalibrationStats`] from
+    [`collect_calibration`] on your own text; `None` for none (data-free: the model's own generated text,
+    [`self_generated_calibration`], or for a model that cannot generate random token ids), with a warning stating
+    what that costs. Without a tokenizer or the text (offline, nothing cached), `"generic"` falls back to data-free.
 
     Example:
 
@@ -297,6 +305,7 @@ def compress_model(
         raise UnsupportedModelError(
             f"{type(model).__name__} is already compressed. Call `decompress_model(model)` first to re-compress."
         )
+    chosen_by_default = config is None
     config = config if config is not None else CompressedEmbeddingConfig()
     embedding = _input_embedding(model)
     weight = embedding.weight.detach()
@@ -323,9 +332,12 @@ def compress_model(
         zero_padding_row=bool(padding_idx is not None and not weight[padding_idx].any()),
         base_model=config.base_model or hub_model_id(model.config.name_or_path),
     )
-    if calibration is None and spec.method == "transform_coding" and tied:
-        logger.info("No calibration given: estimating the tied head's metric from random token ids (no text).")
-        calibration = random_token_calibration(model)
+    if spec.method == "transform_coding":
+        calibration = resolve_calibration(model, calibration, tokenizer, show_progress=show_progress)
+        spec = replace(spec, calibration_data=calibration.source if calibration is not None else None)
+    else:
+        calibration = calibration if isinstance(calibration, CalibrationStats) else None
+    (logger.warning if chosen_by_default else logger.info)(choice_line(spec))
     layer, report = compress_embedding(
         weight, spec, dtype=weight.dtype, show_progress=show_progress, calibration=calibration
     )
@@ -340,6 +352,17 @@ def compress_model(
     model.compression_report = report
     logger.info(str(report))
     return model
+
+
+def choice_line(spec: CompressedEmbeddingConfig) -> str:
+    """One line: which method compresses, why, and on what it was calibrated."""
+    if spec.method == "transform_coding":
+        why = "the best measured method: it keeps a language model's perplexity where the others break it"
+        data = f"calibrated on {spec.calibration_data}" if spec.calibration_data else "data-free"
+        return f"Compressing with transform_coding ({why}; docs/results/quality.md), {data}."
+    size = f" at code width k={spec.code_dim}" if spec.code_dim is not None else ""
+    paper = " (the paper's AutoEncoder, its published recipe)" if spec.method == "autoencoder" else ""
+    return f"Compressing with {spec.method}{paper}{size}."
 
 
 def decompress_model(model: PreTrainedModel) -> PreTrainedModel:

@@ -83,13 +83,14 @@ class CompressedEmbeddingConfig:
     `k = floor((V * d / ratio - d) / (V + d))`.
 
     Args:
-        method (`str`, *optional*, defaults to `"autoencoder"`):
-            `"autoencoder"`: the paper's direction-aware AutoEncoder ("Direction is what you need",
-            Bałazy et al., 2021). `"svd"`: truncated SVD, the baseline; codes are `U_k S_k`, the decoder `V_k^T`.
-            `"transform_coding"`: codes of a few bits per entry (`codes_dtype="packed"`) in a decorrelated basis,
-            with bits allocated where they reduce the error most, more bits for frequent tokens, and, given
-            calibration text, the error measured where the output head feels it; see the quality guide. Its
-            `compression_ratio` counts bytes: the embedding's bytes in the model's dtype / every byte stored.
+        method (`str`, *optional*, defaults to `"transform_coding"`):
+            `"transform_coding"` (the default: the best measured method, see `docs/results/quality.md`): codes of a
+            few bits per entry (`codes_dtype="packed"`) in a decorrelated basis, with bits allocated where they
+            reduce the error most, more bits for frequent tokens, and, given calibration text, the error measured
+            where the output head feels it; see the quality guide. Its `compression_ratio` counts bytes: the
+            embedding's bytes in the model's dtype / every byte stored. `"autoencoder"`: the paper's
+            direction-aware AutoEncoder ("Direction is what you need", Bałazy et al., 2021), with its published
+            recipe. `"svd"`: truncated SVD, the baseline; codes are `U_k S_k`, the decoder `V_k^T`.
         code_dim (`int`, *optional*):
             Width k of each token's code. Must be in `[1, d)`.
         compression_ratio (`float`, *optional*):
@@ -145,16 +146,18 @@ class CompressedEmbeddingConfig:
             and only for `method="transform_coding"`): integers of 0-8 bits indexing per-column codebooks.
         decoder_dtype (`str`, *optional*):
             `"int8"`: a linear decoder's weight is stored as int8 with one scale per code column (`Int8Linear`,
-            frozen; scales and bias train). Default: the model's dtype.
+            frozen; scales and bias train); `"float"`: the model's dtype. Default: the method's choice
+            (`transform_coding`: int8, the others: float), fixed when the config is resolved.
         first_tier_rows (`int`, *optional*, defaults to 128):
             `transform_coding` with calibration: rows ranked by importance form tiers of this many rows, as many
             again, then doubling; bits go where they buy the most. 0, or no calibration: one tier.
         input_weight (`float`, *optional*, defaults to 1.0):
             `transform_coding`: a row's importance is its token's mean predicted probability plus `input_weight`
             times its frequency in the calibration text.
-        kl_steps (`int`, *optional*, defaults to 0):
+        kl_steps (`int`, *optional*):
             `transform_coding`: Adam steps fitting the codebooks and decoder (not the codes) to the original head's
-            next-token distribution on calibration hidden states (tied head only; skipped without them).
+            next-token distribution on calibration hidden states (tied head only; skipped without them). Default:
+            100 for `transform_coding`, fixed when the config is resolved.
         code_bits (`list[list[int]]`, *optional*):
             Bits of each code column, per tier (packed codes). Filled by the method; not meant to be set by hand.
         tier_sizes (`list[int]`, *optional*):
@@ -171,6 +174,9 @@ class CompressedEmbeddingConfig:
             Whether the output head is tied to it. Filled by `compress_model`; not meant to be set by hand.
         zero_padding_row (`bool`, *optional*):
             Whether its padding row was zero. Filled by `compress_model`; not meant to be set by hand.
+        calibration_data (`str`, *optional*):
+            What the calibration statistics were measured on (e.g. `"Brown corpus, calibration split (16,384
+            tokens)"`), for the model card. Filled by `compress_model`; `None`: no calibration (or another method).
         base_model (`str`, *optional*):
             Hub id of the model that was compressed (the model card's `base_model`). `compress_model` fills it from
             `config._name_or_path` when that is a Hub id rather than a local folder; set it to name a local copy's
@@ -186,7 +192,7 @@ class CompressedEmbeddingConfig:
     ```
     """
 
-    method: str = field(default="autoencoder", metadata={"help": f"One of {KNOWN_METHODS}."})
+    method: str = field(default="transform_coding", metadata={"help": f"One of {KNOWN_METHODS}."})
     code_dim: int | None = field(default=None, metadata={"help": "Width k of the codes."})
     compression_ratio: float | None = field(default=None, metadata={"help": "Target V*d / stored parameters."})
     decoder_hidden_dims: list[int] = field(default_factory=list, metadata={"help": "Hidden decoder widths."})
@@ -212,10 +218,12 @@ class CompressedEmbeddingConfig:
     freeze_codes: bool = field(default=True, metadata={"help": "Freeze codes during fine-tuning."})
     compress_output_head: bool = field(default=True, metadata={"help": "Tie a tied head to the codes."})
     codes_dtype: str | None = field(default=None, metadata={"help": f"Codes storage: None or one of {CODES_DTYPES}."})
-    decoder_dtype: str | None = field(default=None, metadata={"help": "Decoder weight storage: None or 'int8'."})
+    decoder_dtype: str | None = field(
+        default=None, metadata={"help": "Decoder weight storage: 'float', 'int8' or None (the method's)."}
+    )
     first_tier_rows: int = field(default=128, metadata={"help": "transform_coding: rows in the first tier."})
     input_weight: float = field(default=1.0, metadata={"help": "transform_coding: weight of input frequency."})
-    kl_steps: int = field(default=0, metadata={"help": "transform_coding: steps fitting codebooks to the logits."})
+    kl_steps: int | None = field(default=None, metadata={"help": "transform_coding: steps fitting to the logits."})
     code_bits: list[list[int]] | None = field(default=None, metadata={"help": "Packed codes: bits per column."})
     tier_sizes: list[int] | None = field(default=None, metadata={"help": "Packed codes: rows per tier."})
     # Filled by compress_model.
@@ -225,6 +233,7 @@ class CompressedEmbeddingConfig:
     embed_scale: float = field(default=1.0, metadata={"help": "Scale applied to looked-up rows (Gemma)."})
     tied_output_head: bool = field(default=False, metadata={"help": "Output head tied to the codes."})
     zero_padding_row: bool = field(default=False, metadata={"help": "The padding row decodes to zeros."})
+    calibration_data: str | None = field(default=None, metadata={"help": "What calibration statistics came from."})
     base_model: str | None = field(default=None, metadata={"help": "Hub id of the model that was compressed."})
     format_version: int = field(default=FORMAT_VERSION, metadata={"help": "Version of this block's format."})
     library_version: str = field(default=__version__, metadata={"help": "compressed_embeddings that wrote it."})
@@ -261,9 +270,10 @@ class CompressedEmbeddingConfig:
             self._fail("codes_dtype", f"None or one of {', '.join(map(repr, CODES_DTYPES))}")
         if self.codes_dtype == "int8" and not self.freeze_codes:
             self._fail("codes_dtype", "a float dtype when freeze_codes=False (int8 codes cannot be trained)")
-        if self.decoder_dtype not in (None, "int8") or (self.decoder_dtype and self.decoder_hidden_dims):
-            self._fail("decoder_dtype", "None, or 'int8' with a linear decoder (decoder_hidden_dims=[])")
-        self._validate_packed()
+        if self.decoder_dtype not in (None, "float", "int8") or (
+            self.decoder_dtype == "int8" and self.decoder_hidden_dims
+        ):
+            self._fail("decoder_dtype", "None, 'float', or 'int8' with a linear decoder (decoder_hidden_dims=[])")
         positive_ints = ("epochs", "batch_size", "lr_step_epochs", "svd_power_iterations", "format_version")
         for name in positive_ints:
             value = getattr(self, name)
@@ -305,9 +315,12 @@ class CompressedEmbeddingConfig:
             self._fail("library_version", "a version string")
         if self.base_model is not None and not isinstance(self.base_model, str):
             self._fail("base_model", "a Hub model id (str) or None")
+        if self.calibration_data is not None and not isinstance(self.calibration_data, str):
+            self._fail("calibration_data", "a description (str) or None")
         if self.num_embeddings is not None and self.padding_idx is not None:
             if not -self.num_embeddings <= self.padding_idx < self.num_embeddings:
                 self._fail("padding_idx", f"an index in [0, {self.num_embeddings}) or None")
+        self._validate_packed()
         packed = self.codes_dtype == "packed"
         if (
             self.code_dim is not None
@@ -324,10 +337,16 @@ class CompressedEmbeddingConfig:
             self._fail("first_tier_rows", "an integer >= 0")
         if not _is_number(self.input_weight) or not 0 <= self.input_weight < float("inf"):
             self._fail("input_weight", "a finite number >= 0")
-        if not _is_int(self.kl_steps) or self.kl_steps < 0:
-            self._fail("kl_steps", "an integer >= 0")
+        if self.kl_steps is not None and (not _is_int(self.kl_steps) or self.kl_steps < 0):
+            self._fail("kl_steps", "an integer >= 0 or None")
         if not transform:
             return
+        if self.compression_ratio is None:
+            self._fail(
+                "code_dim",
+                "unset with method='transform_coding' (the default method), which keeps all components and is sized "
+                "by compression_ratio; for codes of width k pass method='autoencoder' (the paper's) or 'svd'",
+            )
         if self.decoder_hidden_dims:
             self._fail("decoder_hidden_dims", "[] (transform_coding's decoder is linear)")
         if not self.freeze_codes:
@@ -402,6 +421,11 @@ class CompressedEmbeddingConfig:
                 f"CompressedEmbeddingConfig.resolved needs the size of the embedding; {missing} not given."
             )
         new.code_dim = new.code_dim_for(new.num_embeddings, new.embedding_dim)
+        transform = new.method == "transform_coding"
+        if new.decoder_dtype is None:
+            new.decoder_dtype = "int8" if transform and not new.decoder_hidden_dims else "float"
+        if new.kl_steps is None:
+            new.kl_steps = 100 if transform else 0
         new.validate()
         return new
 
@@ -453,8 +477,7 @@ class CompressedEmbeddingConfig:
         """A named recipe, optionally with fields overridden.
 
         Presets: `"paper"` (the published AutoEncoder recipe, CR 10), `"svd"` (the SVD baseline, CR 10),
-        `"transform_coding"` (the best-measured method, CR 10 in bytes, `kl_steps=100`; give calibration text for full
-        quality).
+        `"transform_coding"` (the default and best-measured method, CR 10 in bytes, `kl_steps=100`, int8 decoder).
 
         Example:
 
@@ -466,7 +489,7 @@ class CompressedEmbeddingConfig:
         presets: dict[str, dict[str, Any]] = {
             "paper": {"method": "autoencoder"},
             "svd": {"method": "svd"},
-            "transform_coding": {"method": "transform_coding", "kl_steps": 100, "decoder_dtype": "int8"},
+            "transform_coding": {"method": "transform_coding"},
         }
         if name not in presets:
             raise CompressedEmbeddingConfigError(

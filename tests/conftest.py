@@ -178,3 +178,13 @@ def load_in_fresh_process(manifest_path, mode: str) -> list[dict]:
 def input_ids() -> torch.Tensor:
     generator = torch.Generator().manual_seed(1)
     return torch.randint(1, 99, (2, 9), generator=generator)
+
+
+@pytest.fixture(autouse=True)
+def _small_calibration(request, monkeypatch):
+    """Tiny models calibrate on 1,024 tokens (generic or self-generated) instead of 16,384; `real` tests keep the
+    library's default."""
+    if request.node.get_closest_marker("real") is None:
+        import compressed_embeddings.calibration as calibration
+
+        monkeypatch.setattr(calibration, "CALIBRATION_TOKENS", 1024)

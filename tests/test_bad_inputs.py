@@ -256,25 +256,31 @@ CASES = [
     # -- sizes (through compress_model and the CLI; the config alone is covered by test_config.py)
     Case(
         "compress_model: code_dim = 0",
-        lambda c: compress_model(tiny_model("llama"), CompressedEmbeddingConfig(code_dim=0)),
+        lambda c: compress_model(tiny_model("llama"), CompressedEmbeddingConfig(method="autoencoder", code_dim=0)),
         CompressedEmbeddingConfigError,
         ("code_dim is invalid: got 0", "expected a positive integer"),
     ),
     Case(
         "compress_model: code_dim = hidden size",
-        lambda c: compress_model(tiny_model("llama"), CompressedEmbeddingConfig(code_dim=32), show_progress=False),
+        lambda c: compress_model(
+            tiny_model("llama"), CompressedEmbeddingConfig(method="svd", code_dim=32), show_progress=False
+        ),
         CompressedEmbeddingConfigError,
         (r"code_dim is invalid: got 32", r"\[1, 32\)", "smaller than the hidden size"),
     ),
     Case(
         "CLI: --code-dim -3",
-        lambda c: c.cli("compress", str(c.sources / "stock"), "--code-dim", "-3", "--output", c.out()),
+        lambda c: c.cli(
+            "compress", str(c.sources / "stock"), "--method", "svd", "--code-dim", "-3", "--output", c.out()
+        ),
         2,
         ("code_dim is invalid: got -3", "positive integer"),
     ),
     Case(
         "CLI: --code-dim above the hidden size",
-        lambda c: c.cli("compress", str(c.sources / "stock"), "--code-dim", "40", "--quiet", "--output", c.out()),
+        lambda c: c.cli(
+            "compress", str(c.sources / "stock"), "--method", "svd", "--code-dim", "40", "--quiet", "--output", c.out()
+        ),
         2,
         ("code_dim is invalid: got 40", "smaller than the hidden size"),
     ),
@@ -292,7 +298,9 @@ CASES = [
     ),
     Case(
         "compress_model: ratio needing k < 1",
-        lambda c: compress_model(tiny_model("llama"), CompressedEmbeddingConfig(compression_ratio=1000)),
+        lambda c: compress_model(
+            tiny_model("llama"), CompressedEmbeddingConfig(method="autoencoder", compression_ratio=1000)
+        ),
         CompressedEmbeddingConfigError,
         ("got 1000", r"highest ratio reachable is \d+\.\d\d", "Ask for a smaller ratio"),
     ),

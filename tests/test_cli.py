@@ -76,7 +76,7 @@ def test_compress_command_refuses_existing_output_and_bad_input(tmp_path):
     result = run_cli("compress", str(tmp_path / "missing"), "--output", str(tmp_path / "o"))
     assert result.returncode == 2 and "no such file or directory" in result.stderr
 
-    result = run_cli("compress", str(source), "--code-dim", "32", "--output", str(tmp_path / "o"))
+    result = run_cli("compress", str(source), "--method", "svd", "--code-dim", "32", "--output", str(tmp_path / "o"))
     assert result.returncode == 2 and "code_dim" in result.stderr and "hidden size" in result.stderr
     assert not (tmp_path / "o").exists()
 
@@ -133,7 +133,7 @@ def test_compress_command_calibrates_transform_coding(tmp_path, input_ids):
         "--calibration-text", str(text), "--output", str(output), "--quiet",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "Calibrated on 300 tokens" in result.stderr
+    assert "Calibrated on 1 document (300 tokens)" in result.stderr
     report = json.loads((output / "compression_report.json").read_text())
     assert report["method"] == "transform_coding" and report["bytes_ratio_vs_fp32"] >= 3
     assert report["config"]["tier_sizes"][0] == 10 and report["config"]["decoder_dtype"] == "int8"  # the preset's

@@ -24,10 +24,18 @@ FIELDS = {f.name: f for f in dataclasses.fields(CompressedEmbeddingConfig)}
 BERT_V, BERT_D = 30522, 768
 
 
+def AE(**fields) -> CompressedEmbeddingConfig:  # noqa: N802 - reads as the config it builds
+    """A config of the paper's autoencoder unless `fields` name another method (the default is transform coding)."""
+    return CompressedEmbeddingConfig(**{"method": "autoencoder", **fields})
+
+
 # ---------------------------------------------------------------------------------------------- defaults
-def test_defaults_are_the_paper_recipe():
-    config = CompressedEmbeddingConfig()
-    assert config.method == "autoencoder"
+def test_defaults_are_transform_coding_and_the_paper_recipe_is_one_flag_away():
+    default = CompressedEmbeddingConfig()
+    assert default.method == "transform_coding" and default.compression_ratio == 10 and default.code_dim is None
+    assert default.kl_steps is None and default.decoder_dtype is None  # the method's, fixed when resolved
+    config = AE(method="autoencoder")
+    assert config == CompressedEmbeddingConfig.preset("paper")
     assert config.code_dim is None and config.compression_ratio == 10
     assert config.cosine_weight == pytest.approx(0.9975 / 5) == 0.1995
     assert config.l1_weight == 0.0025 and config.rmse_weight == 0.0
@@ -43,25 +51,25 @@ def test_defaults_are_the_paper_recipe():
 
 
 def test_ratio_default_only_when_no_size_is_given():
-    assert CompressedEmbeddingConfig(code_dim=8).compression_ratio is None
-    assert CompressedEmbeddingConfig(compression_ratio=4).compression_ratio == 4
-    assert CompressedEmbeddingConfig(method="svd").use_decoder_bias is False
-    assert CompressedEmbeddingConfig(method="svd", decoder_bias=True).use_decoder_bias is True
-    assert CompressedEmbeddingConfig(decoder_bias=False).use_decoder_bias is False
+    assert AE(code_dim=8).compression_ratio is None
+    assert AE(compression_ratio=4).compression_ratio == 4
+    assert AE(method="svd").use_decoder_bias is False
+    assert AE(method="svd", decoder_bias=True).use_decoder_bias is True
+    assert AE(decoder_bias=False).use_decoder_bias is False
 
 
 def test_default_lists_are_not_shared():
     a, b = CompressedEmbeddingConfig(), CompressedEmbeddingConfig()
     a.decoder_hidden_dims.append(3)
     assert b.decoder_hidden_dims == []
-    assert CompressedEmbeddingConfig(decoder_hidden_dims=(4, 5)).decoder_hidden_dims == [4, 5]
+    assert AE(decoder_hidden_dims=(4, 5)).decoder_hidden_dims == [4, 5]
 
 
 # ---------------------------------------------------------------------------------------------- sizes
 @pytest.mark.parametrize("ratio, expected", [(2.5, 299), (5, 149), (10, 74)])
 def test_code_dim_for_bert_base(ratio, expected):
-    svd = CompressedEmbeddingConfig(method="svd", compression_ratio=ratio)
-    linear = CompressedEmbeddingConfig(compression_ratio=ratio)
+    svd = AE(method="svd", compression_ratio=ratio)
+    linear = AE(compression_ratio=ratio)
     assert svd.code_dim_for(BERT_V, BERT_D) == int(BERT_V * BERT_D / (ratio * (BERT_V + BERT_D))) == expected
     assert linear.code_dim_for(BERT_V, BERT_D) == math.floor((BERT_V * BERT_D / ratio - BERT_D) / (BERT_V + BERT_D))
 
@@ -80,9 +88,7 @@ def _ratio(config, vocab, hidden, k):
     bias=st.sampled_from([None, True, False]),
 )
 def test_code_dim_for_is_the_largest_k_reaching_the_ratio(vocab, hidden, ratio, method, hidden_dims, bias):
-    config = CompressedEmbeddingConfig(
-        method=method, compression_ratio=ratio, decoder_hidden_dims=hidden_dims, decoder_bias=bias
-    )
+    config = AE(method=method, compression_ratio=ratio, decoder_hidden_dims=hidden_dims, decoder_bias=bias)
     try:
         k = config.code_dim_for(vocab, hidden)
     except CompressedEmbeddingConfigError as error:
@@ -104,8 +110,8 @@ def test_code_dim_for_is_the_largest_k_reaching_the_ratio(vocab, hidden, ratio, 
 
 
 def test_mlp_decoder_parameters_are_counted():
-    linear = CompressedEmbeddingConfig(compression_ratio=10)
-    mlp = CompressedEmbeddingConfig(compression_ratio=10, decoder_hidden_dims=[256, 128])
+    linear = AE(compression_ratio=10)
+    mlp = AE(compression_ratio=10, decoder_hidden_dims=[256, 128])
     k_linear, k_mlp = linear.code_dim_for(BERT_V, BERT_D), mlp.code_dim_for(BERT_V, BERT_D)
     assert k_mlp < k_linear
     layer = CompressedEmbedding.from_config(mlp.resolved(num_embeddings=BERT_V, embedding_dim=BERT_D), device="meta")
@@ -117,14 +123,14 @@ def test_mlp_decoder_parameters_are_counted():
 
 
 def test_code_dim_wins_over_ratio_and_is_checked_against_hidden_size():
-    config = CompressedEmbeddingConfig(code_dim=12, compression_ratio=10)
+    config = AE(code_dim=12, compression_ratio=10)
     assert config.code_dim_for(BERT_V, BERT_D) == 12
     with pytest.raises(CompressedEmbeddingConfigError, match=r"code_dim.*got 32.*\[1, 32\)"):
-        CompressedEmbeddingConfig(code_dim=32).code_dim_for(99, 32)
+        AE(code_dim=32).code_dim_for(99, 32)
 
 
 def test_ratio_too_high_says_the_highest_reachable_ratio():
-    config = CompressedEmbeddingConfig(method="svd", compression_ratio=1000)
+    config = AE(method="svd", compression_ratio=1000)
     best = 100 * 32 / (100 * 1 + 32)  # k = 1, decoder 1 x 32 without bias
     with pytest.raises(CompressedEmbeddingConfigError, match=r"compression_ratio") as info:
         config.code_dim_for(100, 32)
@@ -133,14 +139,14 @@ def test_ratio_too_high_says_the_highest_reachable_ratio():
 
 
 def test_resolved_fills_the_facts():
-    config = CompressedEmbeddingConfig(method="svd", compression_ratio=5)
+    config = AE(method="svd", compression_ratio=5)
     resolved = config.resolved(num_embeddings=BERT_V, embedding_dim=BERT_D, padding_idx=0)
     assert resolved.is_resolved and resolved.code_dim == 149 and resolved.padding_idx == 0
     assert config.code_dim is None and not config.is_resolved  # the original is untouched
     with pytest.raises(CompressedEmbeddingConfigError, match="code_dim"):
-        CompressedEmbeddingConfig(code_dim=40).resolved(num_embeddings=99, embedding_dim=32)
+        AE(code_dim=40).resolved(num_embeddings=99, embedding_dim=32)
     with pytest.raises(CompressedEmbeddingConfigError, match="embedding_dim"):
-        CompressedEmbeddingConfig(code_dim=4).resolved(num_embeddings=99)
+        AE(code_dim=4).resolved(num_embeddings=99)
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -225,7 +231,7 @@ BAD_VALUES = [
 def test_every_bad_value_is_rejected_naming_field_and_value(name, value):
     assert name in FIELDS
     with pytest.raises(CompressedEmbeddingConfigError) as info:
-        CompressedEmbeddingConfig(**{name: value})
+        AE(**{name: value})
     message = str(info.value)
     assert f"CompressedEmbeddingConfig.{name} is invalid" in message
     assert f"got {value!r}" in message
@@ -236,20 +242,20 @@ def test_every_bad_value_is_rejected_naming_field_and_value(name, value):
 
 def test_cross_field_validation():
     with pytest.raises(CompressedEmbeddingConfigError, match=r"code_dim is invalid: got 32; .*\[1, 32\)"):
-        CompressedEmbeddingConfig(code_dim=32, embedding_dim=32)
+        AE(code_dim=32, embedding_dim=32)
     with pytest.raises(CompressedEmbeddingConfigError, match=r"padding_idx is invalid: got 99"):
-        CompressedEmbeddingConfig(num_embeddings=99, padding_idx=99)
+        AE(num_embeddings=99, padding_idx=99)
     with pytest.raises(CompressedEmbeddingConfigError, match=r"padding_idx is invalid: got -100"):
-        CompressedEmbeddingConfig(num_embeddings=99, padding_idx=-100)
-    assert CompressedEmbeddingConfig(num_embeddings=99, padding_idx=-1).padding_idx == -1
+        AE(num_embeddings=99, padding_idx=-100)
+    assert AE(num_embeddings=99, padding_idx=-1).padding_idx == -1
     with pytest.raises(CompressedEmbeddingConfigError, match=r"cosine_weight is invalid"):
-        CompressedEmbeddingConfig(cosine_weight=0, l1_weight=0, rmse_weight=0)
+        AE(cosine_weight=0, l1_weight=0, rmse_weight=0)
     # SVD does not use the loss weights.
-    assert CompressedEmbeddingConfig(method="svd", cosine_weight=0, l1_weight=0).method == "svd"
+    assert AE(method="svd", cosine_weight=0, l1_weight=0).method == "svd"
 
 
 def test_good_edge_values_are_accepted():
-    config = CompressedEmbeddingConfig(
+    config = AE(
         compression_ratio=1.0001,
         seed=0,
         l1_power_decay_epochs=0,
@@ -261,13 +267,13 @@ def test_good_edge_values_are_accepted():
         learning_rate=10**300,
     )
     assert config.learning_rate == 10**300 and config.embed_scale == -2
-    assert CompressedEmbeddingConfig(compression_ratio=10**300).compression_ratio == 10**300
+    assert AE(compression_ratio=10**300).compression_ratio == 10**300
 
 
 @pytest.mark.parametrize("name", ["compression_ratio", "learning_rate", "cosine_weight", "rmse_weight", "embed_scale"])
 def test_ints_too_large_for_a_float_are_rejected_not_crashed_on(name):
     with pytest.raises(CompressedEmbeddingConfigError, match=f"{name} is invalid: got {10**400}"):
-        CompressedEmbeddingConfig(**{name: 10**400})
+        AE(**{name: 10**400})
 
 
 def test_validate_rechecks_after_mutation():
@@ -279,7 +285,7 @@ def test_validate_rechecks_after_mutation():
 
 # ---------------------------------------------------------------------------------------------- (de)serialisation
 def test_to_dict_from_dict_round_trip_through_json():
-    config = CompressedEmbeddingConfig(
+    config = AE(
         method="autoencoder",
         compression_ratio=2.5,
         decoder_hidden_dims=[8],
@@ -298,10 +304,10 @@ def test_to_dict_from_dict_round_trip_through_json():
 
 
 def test_unknown_keys_are_dropped_with_a_warning(caplog):
-    data = {**CompressedEmbeddingConfig(code_dim=4).to_dict(), "quantize_codes": True, "zz_future": 1}
+    data = {**AE(code_dim=4).to_dict(), "quantize_codes": True, "zz_future": 1}
     with caplog.at_level(logging.WARNING):
         config = CompressedEmbeddingConfig.from_dict(data)
-    assert config == CompressedEmbeddingConfig(code_dim=4)
+    assert config == AE(code_dim=4)
     assert "quantize_codes" in caplog.text and "zz_future" in caplog.text and "Ignoring unknown keys" in caplog.text
     # Keys of any type are reported, not crashed on.
     with caplog.at_level(logging.WARNING):
@@ -309,7 +315,7 @@ def test_unknown_keys_are_dropped_with_a_warning(caplog):
 
 
 def test_newer_format_version_asks_to_upgrade():
-    data = {**CompressedEmbeddingConfig(code_dim=4).to_dict(), "format_version": FORMAT_VERSION + 1}
+    data = {**AE(code_dim=4).to_dict(), "format_version": FORMAT_VERSION + 1}
     with pytest.raises(CompressedEmbeddingConfigError, match="Upgrade") as info:
         CompressedEmbeddingConfig.from_dict(data)
     assert f"format_version {FORMAT_VERSION + 1}" in str(info.value)
@@ -319,11 +325,11 @@ def test_newer_format_version_asks_to_upgrade():
         CompressedEmbeddingConfig.from_dict(newer, require_resolved=True)
     assert "9.0" in str(info.value)
     with pytest.raises(CompressedEmbeddingConfigError, match="Upgrade"):
-        CompressedEmbeddingConfig(format_version=FORMAT_VERSION + 1)
+        AE(format_version=FORMAT_VERSION + 1)
 
 
 def test_require_resolved_names_the_missing_fields():
-    resolved = CompressedEmbeddingConfig(code_dim=4).resolved(num_embeddings=99, embedding_dim=32).to_dict()
+    resolved = AE(code_dim=4).resolved(num_embeddings=99, embedding_dim=32).to_dict()
     assert CompressedEmbeddingConfig.from_dict(resolved, require_resolved=True).code_dim == 4
     for drop in (["code_dim"], ["num_embeddings", "embedding_dim"]):
         data = {k: v for k, v in resolved.items() if k not in drop}
@@ -341,7 +347,8 @@ def test_from_dict_needs_a_mapping(block):
 
 def test_presets():
     paper = CompressedEmbeddingConfig.preset("paper")
-    assert paper == CompressedEmbeddingConfig()
+    assert paper == AE() and paper != CompressedEmbeddingConfig()
+    assert CompressedEmbeddingConfig.preset("transform_coding") == CompressedEmbeddingConfig()
     assert CompressedEmbeddingConfig.preset("paper", compression_ratio=5).cosine_weight == 0.1995
     svd = CompressedEmbeddingConfig.preset("svd", code_dim=8)
     assert svd.method == "svd" and svd.code_dim == 8 and svd.compression_ratio is None
@@ -445,6 +452,9 @@ def test_resolved_succeeds_or_raises_config_error(data, vocab, hidden):
         resolved = config.resolved(num_embeddings=vocab, embedding_dim=hidden)
     except CompressedEmbeddingConfigError:
         return
+    if resolved.method == "transform_coding":  # keeps every component; the ratio sets the bits instead
+        assert resolved.is_resolved and resolved.code_dim == hidden
+        return
     assert resolved.is_resolved and 1 <= resolved.code_dim < hidden
     if config.code_dim is None:
         assert (
@@ -467,7 +477,7 @@ def test_compressed_config_class_subclasses_the_family():
 
 def test_compressed_config_keeps_base_fields(tmp_path):
     cls = compressed_config_class(LlamaConfig)
-    block = CompressedEmbeddingConfig(method="svd", code_dim=8).resolved(num_embeddings=99, embedding_dim=32)
+    block = AE(method="svd", code_dim=8).resolved(num_embeddings=99, embedding_dim=32)
     config = cls(
         vocab_size=99,
         hidden_size=32,
@@ -521,7 +531,7 @@ def test_config_classes_are_built_lazily_by_name():
 def test_block_round_trips_through_a_model_config(tmp_path):
     """A compressed model's config (built by name, as `auto_map` does) carries the block through save/load."""
     cls = configuration.CompressedBertConfig
-    block = CompressedEmbeddingConfig(code_dim=4, decoder_hidden_dims=[16]).resolved(
+    block = AE(code_dim=4, decoder_hidden_dims=[16]).resolved(
         num_embeddings=99, embedding_dim=32, padding_idx=0, zero_padding_row=True, tied_output_head=True
     )
     config = cls(vocab_size=99, hidden_size=32, num_attention_heads=4, compressed_embedding=block.to_dict())

@@ -68,7 +68,7 @@ from compressed_embeddings import CompressedEmbeddingConfig, compress_embedding
 
 generator = torch.Generator().manual_seed(0)
 matrix = torch.randn(2000, 8, generator=generator) @ torch.randn(8, 64, generator=generator)
-config = CompressedEmbeddingConfig(code_dim=8, epochs=3, batch_size=64, learning_rate=1e-2)
+config = CompressedEmbeddingConfig(method="autoencoder", code_dim=8, epochs=3, batch_size=64, learning_rate=1e-2)
 report = compress_embedding(matrix, config, show_progress=False)[1]
 print("RESULT=" + json.dumps({"precision": str(AcceleratorState().mixed_precision), **report.to_dict()}))
 """

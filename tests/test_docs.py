@@ -47,6 +47,9 @@ TINY_CHECKPOINTS = {
     "Qwen/Qwen2.5-0.5B": ("qwen2", "Qwen2ForCausalLM", gpt2_tokenizer),
     "microsoft/Phi-3-mini-4k-instruct": ("phi3", "Phi3ForCausalLM", gpt2_tokenizer),
 }
+#: Rows of the stand-ins' embeddings (their tokenizers use the first 99): enough for the default, transform coding at
+#: ratio 10, whose decoder and codebooks need a few kilobytes of the embedding's budget.
+STAND_IN_VOCAB = 1024
 #: Hub repos the docs push to and then load: the folder the same page saved before stands in for them.
 PUSHED_REPOS = {"me/smollm2-ae10": "smollm2-ae10", "me/minilm-ae10": "minilm-ae10"}
 
@@ -117,7 +120,7 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
     paths = {}
     for hub_id, (family, class_name, tokenizer) in TINY_CHECKPOINTS.items():
         path = root / hub_id.replace("/", "--")
-        tiny_model(family, class_name).save_pretrained(path)
+        tiny_model(family, class_name, vocab_size=STAND_IN_VOCAB).save_pretrained(path)
         tokenizer().save_pretrained(path)
         paths[hub_id] = path
     return paths

@@ -78,11 +78,11 @@ def test_byte_accounting_equals_the_serialised_size(tmp_path):
 
 def test_autoencoder_loss_falls_and_is_deterministic():
     matrix = low_rank(rows=400, cols=32, rank=32, noise=0.5)
-    config = CompressedEmbeddingConfig(code_dim=8, epochs=6, batch_size=32)
+    config = CompressedEmbeddingConfig(method="autoencoder", code_dim=8, epochs=6, batch_size=32)
     layer_a, report_a = compress_embedding(matrix, config, show_progress=False)
     layer_b, _ = compress_embedding(matrix, config, show_progress=False)
     layer_c, _ = compress_embedding(
-        matrix, CompressedEmbeddingConfig(code_dim=8, epochs=6, seed=2), show_progress=False
+        matrix, CompressedEmbeddingConfig(method="autoencoder", code_dim=8, epochs=6, seed=2), show_progress=False
     )
     assert report_a.loss_history[-1] < report_a.loss_history[0]
     assert len(report_a.loss_history) == 6
@@ -96,21 +96,23 @@ def test_autoencoder_svd_init_starts_from_the_svd_solution():
     svd = compress_embedding(
         matrix, CompressedEmbeddingConfig(method="svd", code_dim=8, decoder_bias=True), show_progress=False
     )[1]
-    ae = compress_embedding(matrix, CompressedEmbeddingConfig(code_dim=8, init="svd", epochs=3), show_progress=False)[
-        1
-    ]
+    ae = compress_embedding(
+        matrix, CompressedEmbeddingConfig(method="autoencoder", code_dim=8, init="svd", epochs=3), show_progress=False
+    )[1]
     assert ae.mean_cosine >= svd.mean_cosine - 1e-4, "training on the direction loss keeps or improves the cosine"
 
 
 def test_max_steps_stops_training_early():
     matrix = low_rank(rows=400, cols=32, rank=32)
-    report = compress_embedding(matrix, CompressedEmbeddingConfig(code_dim=8, max_steps=5), show_progress=False)[1]
+    report = compress_embedding(
+        matrix, CompressedEmbeddingConfig(method="autoencoder", code_dim=8, max_steps=5), show_progress=False
+    )[1]
     assert len(report.loss_history) == 1
 
 
 def test_nonlinear_decoder_trains_and_counts_its_parameters():
     matrix = low_rank(rows=400, cols=32, rank=32)
-    config = CompressedEmbeddingConfig(code_dim=4, decoder_hidden_dims=[16], epochs=2)
+    config = CompressedEmbeddingConfig(method="autoencoder", code_dim=4, decoder_hidden_dims=[16], epochs=2)
     layer, report = compress_embedding(matrix, config, show_progress=False)
     assert report.stored_parameters == 400 * 4 + (4 * 16 + 16) + (16 * 32 + 32)
     assert not layer.is_linear

@@ -218,8 +218,12 @@ def test_compressed_model_round_trips_and_keeps_the_head_tied(tmp_path):
 def test_bad_configurations_say_what_to_change():
     with pytest.raises(CompressedEmbeddingConfigError, match="codes_dtype"):
         CompressedEmbeddingConfig(method="svd", codes_dtype="packed")
+    with pytest.raises(CompressedEmbeddingConfigError, match="code_dim.*sized by compression_ratio"):
+        CompressedEmbeddingConfig(method="transform_coding", code_dim=4)
     with pytest.raises(CompressedEmbeddingConfigError, match="leave code_dim"):
-        CompressedEmbeddingConfig(method="transform_coding", code_dim=4).resolved(num_embeddings=50, embedding_dim=8)
+        CompressedEmbeddingConfig(method="transform_coding", code_dim=4, compression_ratio=4).resolved(
+            num_embeddings=50, embedding_dim=8
+        )
     with pytest.raises(CompressedEmbeddingConfigError, match="freeze_codes"):
         CompressedEmbeddingConfig(method="transform_coding", freeze_codes=False)
     with pytest.raises(CompressedEmbeddingConfigError, match="input_weight"):
@@ -304,8 +308,9 @@ def test_masked_lm_head_with_a_bias_over_packed_codes(tmp_path):
         torch.testing.assert_close(reloaded, logits, rtol=0, atol=1e-6)
 
 
-def test_without_text_a_tied_head_is_calibrated_on_random_token_ids():
+def test_without_text_a_tied_head_is_calibrated_on_the_models_own_text():
     from compressed_embeddings import random_token_calibration
+    from compressed_embeddings.calibration import CALIBRATION_TOKENS, self_generated_calibration
 
     model = tiny_model("llama", "LlamaForCausalLM", vocab_size=600, hidden_size=16, tie_word_embeddings=True).eval()
     stats = random_token_calibration(model, num_tokens=300, max_length=128)
@@ -314,10 +319,10 @@ def test_without_text_a_tied_head_is_calibrated_on_random_token_ids():
     assert moment.shape == (16, 16) and torch.allclose(moment, moment.T)
     assert torch.linalg.eigvalsh(moment).min() > -1e-9 and moment.trace() > 0
     config = CompressedEmbeddingConfig.preset("transform_coding", compression_ratio=2.5)
-    implicit = compress_model(copy.deepcopy(model), config, show_progress=False)
-    explicit = compress_model(
-        copy.deepcopy(model), config, show_progress=False, calibration=random_token_calibration(model)
-    )
+    implicit = compress_model(copy.deepcopy(model), config, show_progress=False, calibration=None)
+    own_text = self_generated_calibration(model, num_tokens=CALIBRATION_TOKENS, show_progress=False)
+    assert own_text.token_counts.any() and own_text.output_inputs is not None  # counts and states to fit on
+    explicit = compress_model(copy.deepcopy(model), config, show_progress=False, calibration=own_text)
     for name, tensor in implicit.get_input_embeddings().state_dict().items():
         assert torch.equal(tensor, explicit.get_input_embeddings().state_dict()[name]), name
     euclidean, _ = compress_embedding(model.get_input_embeddings().weight, config, show_progress=False)

@@ -222,6 +222,28 @@ def _decoder_bytes(d: int, dtype: torch.dtype, int8: bool) -> int:
     return sum(p.numel() * p.element_size() for p in decoder.parameters())
 
 
+def byte_budget(
+    num_rows: int, d: int, dtype: torch.dtype, config: CompressedEmbeddingConfig, tier_sizes: list[int]
+) -> tuple[float, int, int]:
+    """`(budget, fewest, most)` for a `num_rows x d` embedding in `dtype` cut into `tier_sizes`: the bytes
+    `config.compression_ratio` allows (`bytes(E) / ratio`, what the allocation spends), and the bytes stored when
+    every column has 0 bits (the decoder, one tier byte per row, one-entry codebooks) or `MAX_BITS` bits. Raises
+    `ValueError` when the fewest exceed the budget. What is stored is at most `min(budget, most)`, exactly `most` when
+    that fits; below, where the allocation stops depends on the data (the columns' variances)."""
+    element_size = torch.empty((), dtype=dtype).element_size()
+    budget = num_rows * d * element_size / config.compression_ratio
+    decoder = _decoder_bytes(d, dtype, config.decoder_dtype == "int8")
+    fewest = _stored_bytes([[0] * d] * len(tier_sizes), tier_sizes, decoder, element_size)
+    most = _stored_bytes([[MAX_BITS] * d] * len(tier_sizes), tier_sizes, decoder, element_size)
+    if fewest > budget:
+        raise ValueError(
+            f"compression_ratio={config.compression_ratio} is out of reach for a {num_rows} x {d} embedding with "
+            f"transform_coding (at most {num_rows * d * element_size / fewest:.2f} with {len(tier_sizes)} tier(s): "
+            "the decoder and codebooks alone take more). Ask for a smaller ratio, or fewer tiers (first_tier_rows)."
+        )
+    return budget, fewest, most
+
+
 def _fill_padding(
     bits: list[list[int]], variances: torch.Tensor, weights: list[float], spare_bytes: float, element_size: int
 ) -> list[list[int]]:
@@ -339,7 +361,6 @@ def transform_coding(
     history holds the relative quantisation error (in the transformed space), then the KL of each fitting step."""
     num_rows, d = matrix.shape
     element_size = torch.empty((), dtype=dtype).element_size()
-    budget = num_rows * d * element_size / config.compression_ratio
     forward, inverse = _metric(config, calibration, d)
     transformed = matrix.double() @ forward
     mean = transformed.mean(0)
@@ -357,13 +378,7 @@ def transform_coding(
     weights = [1.0] if importance is None else [float(importance[tiers == t].sum()) for t in range(len(sizes))]
 
     decoder = _decoder_bytes(d, dtype, config.decoder_dtype == "int8")
-    fixed = _stored_bytes([[0] * d] * len(sizes), sizes, decoder, element_size)  # + tier bytes, 1-entry codebooks
-    if fixed > budget:
-        raise ValueError(
-            f"compression_ratio={config.compression_ratio} is out of reach for a {num_rows} x {d} embedding with "
-            f"transform_coding (at most {num_rows * d * element_size / fixed:.2f} with {len(sizes)} tier(s): the "
-            "decoder and codebooks alone take more). Ask for a smaller ratio, or fewer tiers (first_tier_rows)."
-        )
+    budget, fixed, _ = byte_budget(num_rows, d, dtype, config, sizes)  # fixed: tier bytes, 1-entry codebooks
 
     def allocation(target_bits: float) -> list[list[int]]:
         return allocate_bits(variances, target_bits, sizes, weights, codebook_bits=8 * element_size)
