@@ -137,9 +137,11 @@ def install_compressed_embedding(
     default read from the model's tie declarations), it becomes a `CompressedOutputHead` sharing the layer.
     """
     old = model.get_input_embeddings()
-    reference = getattr(old, "weight", None)
+    # the device and dtype to build on; an already compressed embedding (an inner model built through the Auto
+    # classes, e.g. a sequence classifier's backbone) is not decoded for it: its `weight` would decode every row
+    reference = None if isinstance(old, CompressedEmbedding) else getattr(old, "weight", None)
     if not isinstance(reference, torch.Tensor):
-        reference = next(old.parameters())
+        reference = next(p for p in old.parameters() if p.is_floating_point())
     if tie_head is None:
         tie_head = head_is_tied(model)
     output = model.get_output_embeddings() if tie_head else None

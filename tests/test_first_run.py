@@ -248,3 +248,23 @@ def test_stock_tokenizer_loads_quietly(tmp_path, how):
     assert result.stdout.strip() == "[5, 6]"
     assert "custom code" not in result.stdout + result.stderr
     assert "warn" not in result.stderr.lower() and "You are using a model of type" not in result.stderr
+
+
+def test_the_stated_cost_of_data_free_is_the_measured_one():
+    """The data-free warning quotes figures; they must be the ones the benchmarks wrote (Brown test, ratio 10)."""
+    from compressed_embeddings.calibration import DATA_FREE_COST
+
+    first_run = json.loads((REPO / "docs" / "results" / "first-run.json").read_text())["rows"]
+    assert DATA_FREE_COST["calibrated"] == round(first_run["default"]["perplexity_ratio"]["brown"], 3)
+    assert DATA_FREE_COST["data-free (self-generated)"] == round(
+        first_run["data-free"]["perplexity_ratio"]["brown"], 3
+    )
+    quality = json.loads((REPO / "docs" / "results" / "quality.json").read_text())
+    rows = quality["language_model"]["rows"]
+    random_tokens = [
+        r
+        for r in rows
+        if r["method"] == "transform coding (random tokens)" and r["target_ratio"] == 10 and r["head"] == "tied"
+    ]
+    assert random_tokens, "docs/results/quality.json has no random-token row at ratio 10"
+    assert DATA_FREE_COST["data-free (random tokens)"] == round(random_tokens[0]["perplexity_ratio_brown"], 2)

@@ -124,3 +124,20 @@ def test_remote_code_imports_only_torch_and_transformers():
                 continue
             assert roots <= allowed_roots, f"{name} imports {roots - allowed_roots}"
     assert total < 2200, f"remote code should stay small enough to audit ({total} lines)"
+
+
+def test_a_transform_coded_checkpoint_loads_into_a_classifier_whose_backbone_is_built_by_auto(tmp_path):
+    """Llama's sequence classifier builds its backbone through `AutoModel`, which installs the compressed embedding
+    first; installing it again must not decode the (meta) packed codes."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    config = CompressedEmbeddingConfig(compression_ratio=4, kl_steps=2)
+    compress_model(
+        tiny_model("llama", vocab_size=1024), config, calibration=None, show_progress=False
+    ).save_pretrained(tmp_path)
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=3).eval()
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert classifier(ids).logits.shape == (1, 3)
+        torch.testing.assert_close(classifier.model.embed_tokens(ids), lm.model.embed_tokens(ids))
