@@ -423,7 +423,10 @@ def main(argv: list[str] | None = None) -> int:
             if name not in meta["reused"]["methods"]:
                 meta["reused"]["methods"].append(name)
             return reused[key]
-        tag = hashlib.sha1(json.dumps({"key": key, **settings}, sort_keys=True).encode()).hexdigest()[:12]
+        # a method whose meaning changed gets new cache entries (data-free: self-generated text since 2026-12)
+        variant = {DATA_FREE: "self-generated"}.get(name)
+        fields = {"key": key, **settings, **({"variant": variant} if variant else {})}
+        tag = hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
         path = args.work / f"{tag}.json"
         if path.exists():
             return json.loads(path.read_text())
