@@ -167,7 +167,7 @@ class LanguageModelBench:
         stored = model.compression_report.stored_bytes
         rows = embedding_rows(model)
         tied = self.row(name, "tied", target, stored, rows, model, seconds)
-        if calibration is not None:
+        if name == CALIBRATED:
             tied["calibration_seconds"] = self.calibration_seconds
         if config.codes_dtype:  # input-only only for the plain codes: the same subspace, one variant is enough
             return [tied]
@@ -315,7 +315,7 @@ def render(results: dict) -> str:
     for row in lm["rows"]:
         if row["method"].startswith("transform coding") and row["target_ratio"] == 10:
             text = f"- {row['method']} at CR 10: compressing took {row['compress_seconds']:.1f} s"
-            if "calibration_seconds" in row:
+            if "calibration_seconds" in row and row["method"] == CALIBRATED:
                 text += (
                     f" (fitting to the logits included), after {row['calibration_seconds']:.1f} s of calibration "
                     "(token counts + one forward pass)"
