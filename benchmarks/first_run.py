@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from compressed_embeddings.assets import smollm2_path, text_splits
-from compressed_embeddings.evaluation import DOCUMENT_SEPARATOR
+from compressed_embeddings.texts import DOCUMENT_SEPARATOR
 
 CORPORA = ("brown", "wikipedia")
 RUNS = {"default": [], "data-free": ["--calibration-text", "none"]}

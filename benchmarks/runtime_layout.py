@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from compressed_embeddings import CompressedEmbeddingConfig, collect_calibration, compress_model
 from compressed_embeddings.assets import smollm2_path, text_splits
-from compressed_embeddings.evaluation import DOCUMENT_SEPARATOR
+from compressed_embeddings.texts import DOCUMENT_SEPARATOR
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 WINDOW = 512

@@ -25,10 +25,10 @@ from .configuration import (
     compressed_config_class,
 )
 from .hub import install as _install_hub
-from .hub import model_card
 from .layer import CompressedEmbedding, CompressedOutputHead
 from .losses import direction_loss
-from .methods import MethodOutput, register_method
+from .methods import MethodConfig, MethodOutput, register_method
+from .model_card import model_card
 from .modeling import (
     CheckpointMismatchError,
     CorruptCheckpointError,
@@ -52,6 +52,7 @@ __all__ = [
     "CompressedOutputHead",
     "CompressionReport",
     "CorruptCheckpointError",
+    "MethodConfig",
     "MethodOutput",
     "NotACompressedCheckpointError",
     "UnsafeCheckpointError",

@@ -33,7 +33,8 @@ _WRAPPED = ("from_pretrained", "for_model")
 STATE = {"finder_installed": False, "auto_config_wrapped": False, "registered": False, "error": None}
 
 
-def _disabled() -> bool:
+def disabled_by_environment() -> bool:
+    """Whether `COMPRESSED_EMBEDDINGS_AUTOLOAD` switches the hook off in this process (`0`, `false`, `no`, `off`)."""
     return os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off")
 
 
@@ -126,7 +127,7 @@ def _remove_finder() -> None:
 
 def install() -> None:
     """Arm the hook in this process (what the `.pth` line calls at interpreter start)."""
-    if _disabled() or STATE["finder_installed"] or STATE["auto_config_wrapped"] or STATE["registered"]:
+    if disabled_by_environment() or STATE["finder_installed"] or STATE["auto_config_wrapped"] or STATE["registered"]:
         return
     if TARGET in sys.modules:  # transformers' Auto machinery is already imported: wrap it now
         _wrap_auto_config(sys.modules[TARGET])

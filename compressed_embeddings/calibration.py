@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig
 from transformers.utils import logging
 
-from .evaluation import DOCUMENT_SEPARATOR, _as_text_list, _model_device, token_frequencies
+from ._utils import model_device
+from .texts import DOCUMENT_SEPARATOR, as_text_list, token_frequencies
 
 logger = logging.get_logger(__name__)
 
@@ -92,7 +93,7 @@ def collect_calibration(
     >>> model = compress_model(model, config, calibration=stats)  # doctest: +SKIP
     ```
     """
-    texts = _as_text_list(texts)
+    texts = as_text_list(texts)
     if max_tokens < 1 or max_length < 1 or batch_size < 1:
         raise ValueError("max_tokens, max_length and batch_size must be positive integers.")
     vocab = model.get_input_embeddings().weight.shape[0]
@@ -200,7 +201,7 @@ def _head_statistics(
         for logits in output.detach().reshape(-1, output.shape[-1]).split(512):  # softmax a slice at a time
             probability += logits.float().softmax(-1).sum(0)[:vocab].double().cpu()
 
-    device = _model_device(model)
+    device = model_device(model)
     handle = head.register_forward_hook(accumulate)
     was_training = model.training
     model.eval()
@@ -288,7 +289,7 @@ def self_generated_calibration(
     start = start[0] if isinstance(start, list) else start
     max_length = _window_length(model, max_length)
     num_sequences = max(1, -(-num_tokens // (max_length - 1)))
-    device = _model_device(model)
+    device = model_device(model)
     vocab = model.get_input_embeddings().weight.shape[0]
     # a fresh generation config: the model's own (e.g. an instruct model's low temperature, repetition penalty) would
     # sample a different distribution than the one its head must reproduce

@@ -21,9 +21,9 @@ from .calibration import CalibrationStats, resolve_calibration
 from .configuration import CONFIG_KEY, CompressedEmbeddingConfig, compressed_config_class
 from .evaluation import embedding_fidelity
 from .hub import hub_model_id
-from .layer import CompressedEmbedding, CompressedOutputHead, Int8Linear
+from .layer import CompressedEmbedding, CompressedOutputHead
 from .methods import run_method
-from .modeling import CompressedModelMixin, compressed_model_class, head_is_tied, install_compressed_embedding
+from .modeling import CompressedModelMixin, convert_to_compressed, head_is_tied
 
 logger = logging.get_logger(__name__)
 
@@ -122,7 +122,7 @@ def compress_embedding(
         config = config.resolved(num_embeddings=matrix.shape[0], embedding_dim=matrix.shape[1])
     start = time.perf_counter()
     output = run_method(matrix, config, show_progress=show_progress, calibration=calibration, dtype=dtype)
-    if output.config_updates:
+    if output.config_updates:  # the layout the method chose (packed codes: bits and tiers)
         config = replace(config, **output.config_updates)
     layer = CompressedEmbedding.from_config(config, dtype=dtype)
     with torch.no_grad():
@@ -130,12 +130,12 @@ def compress_embedding(
             layer.packed.set_codes(**output.packed)
         else:
             layer.set_codes(output.codes)
-        _load_decoder(layer.decoder, output.decoder_state)
+        layer.load_decoder_state(output.decoder_state)
     wall_time = time.perf_counter() - start
     with torch.no_grad():
-        fidelity = embedding_fidelity(matrix, _decoded_rows(layer))  # decodes chunk by chunk: no second V x d copy
-    stored = sum(p.numel() for p in layer.parameters())
-    stored_bytes = sum(t.numel() * t.element_size() for t in layer.state_dict().values())
+        fidelity = embedding_fidelity(matrix, layer.decoded_rows)  # decodes chunk by chunk: no second V x d copy
+    stored = layer.stored_parameters()
+    stored_bytes = layer.stored_bytes()
     runtime = layer.packed_runtime()
     original_bytes = matrix.numel() * dtype.itemsize
     report = CompressionReport(
@@ -153,35 +153,15 @@ def compress_embedding(
         wall_time_s=wall_time,
         loss_history=output.loss_history,
         stored_bytes=stored_bytes,
-        bytes_ratio_vs_fp32=matrix.numel() * 4 / stored_bytes,
-        bytes_ratio_vs_bf16=matrix.numel() * 2 / stored_bytes,
+        bytes_ratio_vs_fp32=layer.compression_ratio(torch.float32),
+        bytes_ratio_vs_bf16=layer.compression_ratio(torch.bfloat16),
         config=config,
         dtype=str(dtype).removeprefix("torch."),
         original_bytes=original_bytes,
-        bytes_ratio=original_bytes / stored_bytes,
+        bytes_ratio=layer.compression_ratio(dtype),
         runtime_bytes=stored_bytes + (runtime.nbytes() if runtime is not None else 0),
     )
     return layer, report
-
-
-def _load_decoder(decoder: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a method's float decoder state (an `Int8Linear` quantises the weight)."""
-    if isinstance(decoder, Int8Linear) and "weight" in state:
-        decoder.set_weight(state["weight"])
-        if decoder.bias is not None:
-            decoder.bias.copy_(state["bias"])
-    else:
-        decoder.load_state_dict(state)
-
-
-def _decoded_rows(layer: CompressedEmbedding):
-    """`(start, stop) -> rows start:stop of layer.weight`, decoded on demand."""
-    codes = layer.dense_codes()
-
-    def rows(start: int, stop: int) -> torch.Tensor:
-        return layer._zero_padding(layer.decode(codes[start:stop]), torch.arange(start, stop)).float()
-
-    return rows
 
 
 def embedding_rows(model: PreTrainedModel) -> "torch.Tensor | Callable[[int, int], torch.Tensor]":
@@ -189,7 +169,7 @@ def embedding_rows(model: PreTrainedModel) -> "torch.Tensor | Callable[[int, int
     or a `(start, stop) -> rows` function decoding a `CompressedEmbedding` on demand (never the whole matrix)."""
     embedding = model.get_input_embeddings()
     if isinstance(embedding, CompressedEmbedding):
-        return _decoded_rows(embedding)
+        return embedding.decoded_rows
     return embedding.weight.detach()
 
 
@@ -341,14 +321,8 @@ def compress_model(
     layer, report = compress_embedding(
         weight, spec, dtype=weight.dtype, show_progress=show_progress, calibration=calibration
     )
-    spec = report.config
-    model_class = compressed_model_class(type(model))
     register_model_class(type(model))
-    model.config.__class__ = compressed_config_class(type(model.config))
-    setattr(model.config, CONFIG_KEY, spec.to_dict())
-    model.__class__ = model_class
-    new = install_compressed_embedding(model, spec, tie_head=tied)
-    new.load_state_dict(layer.state_dict())
+    convert_to_compressed(model, layer, report.config, tie_head=tied)
     model.compression_report = report
     logger.info(str(report))
     return model

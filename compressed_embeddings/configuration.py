@@ -3,11 +3,12 @@
 This file travels inside every saved checkpoint (remote code), so it imports only the standard
 library, torch/transformers and single-dot siblings.
 
-`CompressedEmbeddingConfig` is plain data: what the user asks for (method, size, decoder shape,
-the paper's loss weights and schedule, the training budget) and, once a model is compressed, the
-facts the layer needs to be rebuilt (vocabulary size, hidden size, padding index, embedding scale,
-whether the output head is tied). It is stored as the `compressed_embedding` block of the model's
-`config.json`.
+`CompressedEmbeddingConfig` is plain data describing the stored layer: its method and size, the storage of codes
+and decoder, the decoder's shape, what the compressed model freezes and ties, the layer facts filled when a model is
+compressed (vocabulary and hidden size, padding, embedding scale, tied head, packed layout) and provenance. The
+method's own settings (the paper's loss weights, SVD solver, transform coding's tiers, ...) are a dataclass of their
+own, beside the method's code (`compressed_embeddings.methods`), kept as `method_config`. It is stored as the
+`compressed_embedding` block of the model's `config.json`, the method's settings nested.
 
 A compressed model has its own `model_type`, `"compressed_" + <base model_type>`, whose config class
 subclasses the base family's config (`CompressedLlamaConfig(LlamaConfig)`), so every base field
@@ -33,12 +34,13 @@ CONFIG_KEY = "compressed_embedding"
 MODEL_TYPE_PREFIX = "compressed_"
 CLASS_PREFIX = "Compressed"
 
-#: Methods that produce codes + decoder. The compression half registers one function per name.
-KNOWN_METHODS = ("autoencoder", "svd", "transform_coding")
+#: Settings class of each registered method, by name. `compressed_embeddings.methods.register_method` fills it; in a
+#: checkpoint's remote code it stays empty and a method's settings stay a plain dict (loading does not read them).
+METHOD_CONFIGS: dict[str, type] = {}
+#: Decoder activations (names; `layer.ACTIVATION_MODULES` maps them to modules).
 ACTIVATIONS = ("elu", "gelu", "relu", "silu", "tanh")
-SVD_SOLVERS = ("auto", "exact", "randomized")
+#: Storage of the codes (names; `layer.CODES_TORCH_DTYPES` maps the float/int ones to torch dtypes).
 CODES_DTYPES = ("float32", "float16", "bfloat16", "int8", "packed")
-INITS = ("random", "svd")
 
 # Fields that describe the built layer; `compress_model` fills them, loading needs them.
 STRUCTURAL_FIELDS = ("num_embeddings", "embedding_dim", "code_dim")
@@ -48,12 +50,14 @@ class CompressedEmbeddingConfigError(ValueError):
     """A `CompressedEmbeddingConfig` (or the `compressed_embedding` block of a config.json) is invalid."""
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """Whether `value` is an int (and not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    if _is_int(value):  # an int too large for a float is no usable number (and would overflow in arithmetic)
+def is_number(value: Any) -> bool:
+    """Whether `value` is a finite int or float (not a bool; not an int too large for a float)."""
+    if is_int(value):  # an int too large for a float is no usable number (and would overflow in arithmetic)
         try:
             value = float(value)
         except OverflowError:
@@ -63,7 +67,7 @@ def _is_number(value: Any) -> bool:
 
 def _check_format_version(version: Any, library_version: Any) -> None:
     """Refuse a block written in a newer format before reading anything else of it (its fields may have changed)."""
-    if _is_int(version) and version > FORMAT_VERSION:
+    if is_int(version) and version > FORMAT_VERSION:
         raise CompressedEmbeddingConfigError(
             f"This `{CONFIG_KEY}` block has format_version {version} (written by compressed_embeddings "
             f"{library_version}), but this install ({__version__}) reads formats up to {FORMAT_VERSION}. "
@@ -71,26 +75,31 @@ def _check_format_version(version: Any, library_version: Any) -> None:
         )
 
 
-@dataclass
+def _setting_names(settings: Any) -> set[str]:
+    if isinstance(settings, dict):
+        return set(settings)
+    return {item.name for item in dataclasses.fields(settings)} if dataclasses.is_dataclass(settings) else set()
+
+
+@dataclass(init=False)
 class CompressedEmbeddingConfig:
     r"""
     What to compress a token embedding into, and how.
 
-    The embedding `E` (`V x d`) is replaced by per-token codes `C` (`V x k`) and a small decoder
-    (`k -> d`). Give the size either as `code_dim` (k) or as `compression_ratio`; the ratio is counted
-    in stored parameters, `V * d / (V * k + decoder parameters)`, and `code_dim` is derived from it as the
-    largest k whose ratio is still at least the one asked for. With a linear decoder with bias that is
-    `k = floor((V * d / ratio - d) / (V + d))`.
+    The embedding `E` (`V x d`) is replaced by per-token codes `C` (`V x k`) and a small decoder (`k -> d`). Give the
+    size as `code_dim` (k) or as `compression_ratio`: the autoencoder and SVD count it in stored parameters (`k` is the
+    largest whose ratio `V * d / (V * k + decoder parameters)` is still at least the one asked for), transform coding
+    in bytes. The method's own settings are keyword arguments too (`CompressedEmbeddingConfig(method="autoencoder",
+    epochs=5)`), readable as attributes (`config.epochs`) and kept in `method_config`, the method's dataclass (see
+    `compressed_embeddings.methods`); a setting of another method is checked, then ignored with a warning.
 
     Args:
         method (`str`, *optional*, defaults to `"transform_coding"`):
-            `"transform_coding"` (the default: the best measured method, see `docs/results/quality.md`): codes of a
-            few bits per entry (`codes_dtype="packed"`) in a decorrelated basis, with bits allocated where they
-            reduce the error most, more bits for frequent tokens, and, given calibration text, the error measured
-            where the output head feels it; see the quality guide. Its `compression_ratio` counts bytes: the
-            embedding's bytes in the model's dtype / every byte stored. `"autoencoder"`: the paper's
-            direction-aware AutoEncoder ("Direction is what you need", Bałazy et al., 2021), with its published
-            recipe. `"svd"`: truncated SVD, the baseline; codes are `U_k S_k`, the decoder `V_k^T`.
+            `"transform_coding"` (the default, the best measured: packed codes of a few bits per entry, its ratio in
+            bytes), `"autoencoder"` (the paper's direction-aware AutoEncoder, its published recipe), `"svd"` (the
+            baseline), or any method registered with `compressed_embeddings.methods.register_method`.
+        method_config (`MethodConfig` or `dict`, *optional*):
+            The method's settings; default: the method's defaults, updated by the settings given as keyword arguments.
         code_dim (`int`, *optional*):
             Width k of each token's code. Must be in `[1, d)`.
         compression_ratio (`float`, *optional*):
@@ -100,41 +109,10 @@ class CompressedEmbeddingConfig:
         decoder_activation (`str`, *optional*, defaults to `"elu"`):
             Activation between decoder layers (only used with hidden layers).
         decoder_bias (`bool`, *optional*):
-            Whether decoder layers have a bias. Defaults to the method's choice (autoencoder: yes, SVD: no).
-        cosine_weight (`float`, *optional*, defaults to 0.1995):
-            Weight of the direction term `mean(1 - cos(x_hat, x))` (the paper's 0.9975 / 5).
-        l1_weight (`float`, *optional*, defaults to 0.0025):
-            Weight of the "powered L1" term `mean((|x_hat - x| + 1e-10) ** p)`.
-        rmse_weight (`float`, *optional*, defaults to 0.0):
-            Weight of the RMSE term (0 in the published configuration).
-        l1_power_start (`float`, *optional*, defaults to 1.0):
-            Initial power p of the L1 term.
-        l1_power_end (`float`, *optional*, defaults to 0.1):
-            Final power p of the L1 term.
-        l1_power_decay_epochs (`int`, *optional*, defaults to 20):
-            The power p decays linearly from start to end over that many epochs, then stays at the end value.
-        epochs (`int`, *optional*, defaults to 30):
-            Passes over the rows of E (the paper's 20 + 10).
-        max_steps (`int`, *optional*):
-            If set, stop after this many optimiser steps (overrides `epochs`).
-        batch_size (`int`, *optional*, defaults to 32):
-            Rows per optimiser step.
-        learning_rate (`float`, *optional*, defaults to 1e-3):
-            Adam learning rate.
-        lr_step_epochs (`int`, *optional*, defaults to 4):
-            StepLR period: the learning rate is multiplied by `lr_gamma` every `lr_step_epochs` epochs.
-        lr_gamma (`float`, *optional*, defaults to 0.5):
-            StepLR factor.
-        init (`str`, *optional*, defaults to `"random"`):
-            Autoencoder initialisation: `"random"` (the paper) or `"svd"` (start from the SVD solution).
+            Whether decoder layers have a bias. Defaults to the method's choice (autoencoder: yes, SVD: no), fixed when
+            the config is resolved.
         seed (`int`, *optional*, defaults to 1):
             Seed of every random choice; the same seed gives bitwise-equal codes on CPU.
-        svd_solver (`str`, *optional*, defaults to `"auto"`):
-            `"exact"`, `"randomized"` (for large vocabularies) or `"auto"` (randomized above 50M entries).
-        svd_oversamples (`int`, *optional*, defaults to 10):
-            Oversampling of the randomized SVD.
-        svd_power_iterations (`int`, *optional*, defaults to 4):
-            Power iterations of the randomized SVD.
         freeze_codes (`bool`, *optional*, defaults to `True`):
             Whether the codes are frozen when the compressed model is trained (the decoder trains), as in the paper.
         compress_output_head (`bool`, *optional*, defaults to `True`):
@@ -143,44 +121,25 @@ class CompressedEmbeddingConfig:
         codes_dtype (`str`, *optional*):
             Storage of the codes: `"float16"`, `"bfloat16"`, or `"int8"` with one scale per row (dequantised on the
             fly; frozen). Default: the model's dtype. Counted in `CompressionReport.stored_bytes`. `"packed"` (set by
-            and only for `method="transform_coding"`): integers of 0-8 bits indexing per-column codebooks.
+            and only for methods with packed codes, `transform_coding`): integers of 0-8 bits indexing per-column
+            codebooks.
         decoder_dtype (`str`, *optional*):
             `"int8"`: a linear decoder's weight is stored as int8 with one scale per code column (`Int8Linear`,
             frozen; scales and bias train); `"float"`: the model's dtype. Default: the method's choice
             (`transform_coding`: int8, the others: float), fixed when the config is resolved.
-        first_tier_rows (`int`, *optional*, defaults to 128):
-            `transform_coding` with calibration: rows ranked by importance form tiers of this many rows, as many
-            again, then doubling; bits go where they buy the most. 0, or no calibration: one tier.
-        input_weight (`float`, *optional*, defaults to 1.0):
-            `transform_coding`: a row's importance is its token's mean predicted probability plus `input_weight`
-            times its frequency in the calibration text.
-        kl_steps (`int`, *optional*):
-            `transform_coding`: Adam steps fitting the codebooks and decoder (not the codes) to the original head's
-            next-token distribution on calibration hidden states (tied head only; skipped without them). Default:
-            100 for `transform_coding`, fixed when the config is resolved.
-        code_bits (`list[list[int]]`, *optional*):
-            Bits of each code column, per tier (packed codes). Filled by the method; not meant to be set by hand.
-        tier_sizes (`list[int]`, *optional*):
-            Rows in each tier (packed codes). Filled by the method; not meant to be set by hand.
-        num_embeddings (`int`, *optional*):
-            Rows V of the replaced embedding. Filled by `compress_model`; not meant to be set by hand.
-        embedding_dim (`int`, *optional*):
-            Width d of the replaced embedding. Filled by `compress_model`; not meant to be set by hand.
-        padding_idx (`int`, *optional*):
-            Its padding index. Filled by `compress_model`; not meant to be set by hand.
-        embed_scale (`float`, *optional*):
-            Scale of looked-up rows (Gemma: sqrt(d)). Filled by `compress_model`; not meant to be set by hand.
-        tied_output_head (`bool`, *optional*):
-            Whether the output head is tied to it. Filled by `compress_model`; not meant to be set by hand.
-        zero_padding_row (`bool`, *optional*):
-            Whether its padding row was zero. Filled by `compress_model`; not meant to be set by hand.
-        calibration_data (`str`, *optional*):
-            What the calibration statistics were measured on (e.g. `"Brown corpus, calibration split (16,384
-            tokens)"`), for the model card. Filled by `compress_model`; `None`: no calibration (or another method).
-        base_model (`str`, *optional*):
-            Hub id of the model that was compressed (the model card's `base_model`). `compress_model` fills it from
-            `config._name_or_path` when that is a Hub id rather than a local folder; set it to name a local copy's
-            Hub origin.
+        code_bits (`list[list[int]]`, *optional*): Bits of each code column, per tier (packed codes; filled).
+        tier_sizes (`list[int]`, *optional*): Rows in each tier (packed codes; filled).
+        num_embeddings (`int`, *optional*): Rows V of the replaced embedding (filled).
+        embedding_dim (`int`, *optional*): Width d of the replaced embedding (filled).
+        padding_idx (`int`, *optional*): Its padding index (filled).
+        embed_scale (`float`, *optional*): Scale of looked-up rows, Gemma's sqrt(d) (filled).
+        tied_output_head (`bool`, *optional*): Whether the output head is tied to it (filled).
+        zero_padding_row (`bool`, *optional*): Whether its padding row was zero (filled).
+        calibration_data (`str`, *optional*): What calibration statistics were measured on (filled; for the card).
+        base_model (`str`, *optional*): Hub id of the compressed model, the card's `base_model` (filled when the
+            source is a Hub id; set it to name a local copy's origin).
+
+    "Filled" fields are set by `compress_model` (or the method), not by hand.
 
     Example:
 
@@ -189,41 +148,23 @@ class CompressedEmbeddingConfig:
     >>> config = CompressedEmbeddingConfig(method="svd", compression_ratio=5)
     >>> config.code_dim_for(vocab_size=30522, hidden_size=768)
     149
+    >>> CompressedEmbeddingConfig(method="autoencoder", epochs=5).method_config.epochs
+    5
     ```
     """
 
-    method: str = field(default="transform_coding", metadata={"help": f"One of {KNOWN_METHODS}."})
+    method: str = field(default="transform_coding", metadata={"help": "A registered method's name."})
+    method_config: Any = field(default=None, metadata={"help": "The method's settings."})
     code_dim: int | None = field(default=None, metadata={"help": "Width k of the codes."})
     compression_ratio: float | None = field(default=None, metadata={"help": "Target V*d / stored parameters."})
     decoder_hidden_dims: list[int] = field(default_factory=list, metadata={"help": "Hidden decoder widths."})
     decoder_activation: str = field(default="elu", metadata={"help": f"One of {ACTIVATIONS}."})
     decoder_bias: bool | None = field(default=None, metadata={"help": "Decoder bias; None = method default."})
-    cosine_weight: float = field(default=0.1995, metadata={"help": "Weight of mean(1 - cos)."})
-    l1_weight: float = field(default=0.0025, metadata={"help": "Weight of the powered L1 term."})
-    rmse_weight: float = field(default=0.0, metadata={"help": "Weight of the RMSE term."})
-    l1_power_start: float = field(default=1.0, metadata={"help": "Initial power of the L1 term."})
-    l1_power_end: float = field(default=0.1, metadata={"help": "Final power of the L1 term."})
-    l1_power_decay_epochs: int = field(default=20, metadata={"help": "Epochs of linear power decay."})
-    epochs: int = field(default=30, metadata={"help": "Training epochs over the rows of E."})
-    max_steps: int | None = field(default=None, metadata={"help": "Stop after this many steps."})
-    batch_size: int = field(default=32, metadata={"help": "Rows per step."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
-    lr_step_epochs: int = field(default=4, metadata={"help": "StepLR period in epochs."})
-    lr_gamma: float = field(default=0.5, metadata={"help": "StepLR factor."})
-    init: str = field(default="random", metadata={"help": f"One of {INITS}."})
     seed: int = field(default=1, metadata={"help": "Random seed."})
-    svd_solver: str = field(default="auto", metadata={"help": f"One of {SVD_SOLVERS}."})
-    svd_oversamples: int = field(default=10, metadata={"help": "Randomized SVD oversampling."})
-    svd_power_iterations: int = field(default=4, metadata={"help": "Randomized SVD power iterations."})
     freeze_codes: bool = field(default=True, metadata={"help": "Freeze codes during fine-tuning."})
     compress_output_head: bool = field(default=True, metadata={"help": "Tie a tied head to the codes."})
     codes_dtype: str | None = field(default=None, metadata={"help": f"Codes storage: None or one of {CODES_DTYPES}."})
-    decoder_dtype: str | None = field(
-        default=None, metadata={"help": "Decoder weight storage: 'float', 'int8' or None (the method's)."}
-    )
-    first_tier_rows: int = field(default=128, metadata={"help": "transform_coding: rows in the first tier."})
-    input_weight: float = field(default=1.0, metadata={"help": "transform_coding: weight of input frequency."})
-    kl_steps: int | None = field(default=None, metadata={"help": "transform_coding: steps fitting to the logits."})
+    decoder_dtype: str | None = field(default=None, metadata={"help": "'float', 'int8' or None (the method's)."})
     code_bits: list[list[int]] | None = field(default=None, metadata={"help": "Packed codes: bits per column."})
     tier_sizes: list[int] | None = field(default=None, metadata={"help": "Packed codes: rows per tier."})
     # Filled by compress_model.
@@ -238,14 +179,79 @@ class CompressedEmbeddingConfig:
     format_version: int = field(default=FORMAT_VERSION, metadata={"help": "Version of this block's format."})
     library_version: str = field(default=__version__, metadata={"help": "compressed_embeddings that wrote it."})
 
-    def __post_init__(self) -> None:
+    def __init__(self, method: str = "transform_coding", method_config: Any = None, **kwargs: Any) -> None:
+        for item in dataclasses.fields(self):
+            if item.name not in ("method", "method_config"):
+                default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+                object.__setattr__(self, item.name, kwargs.pop(item.name, default))
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "method_config", self._settings(method_config, kwargs))
         if self.code_dim is None and self.compression_ratio is None:
             self.compression_ratio = 10.0
-        if self.method == "transform_coding" and self.codes_dtype is None:
+        if self.codes_dtype is None and getattr(self.method_class, "packed_codes", False):
             self.codes_dtype = "packed"
         if isinstance(self.decoder_hidden_dims, tuple):
             self.decoder_hidden_dims = list(self.decoder_hidden_dims)
         self.validate()
+
+    def _settings(self, given: Any, flat: dict[str, Any]) -> Any:
+        """The method's settings: `given` (its settings object or a dict) updated by the settings passed flat."""
+        cls = self.method_class
+        if cls is None:  # no such method registered here (remote code): keep the settings as data
+            return {**(dataclasses.asdict(given) if dataclasses.is_dataclass(given) else dict(given or {})), **flat}
+        if isinstance(given, cls):
+            given = dataclasses.asdict(given)
+        elif given is not None and not isinstance(given, dict):
+            raise CompressedEmbeddingConfigError(
+                f"CompressedEmbeddingConfig.method_config is invalid: got a {type(given).__name__}; expected a "
+                f"{cls.__name__} (the settings of method={self.method!r}), a dict, or None."
+            )
+        own = _setting_names(cls)
+        values = {**dict(given or {}), **{key: value for key, value in flat.items() if key in own}}
+        self._check_foreign({key: value for key, value in flat.items() if key not in own})
+        unknown = sorted(set(values) - own, key=str)
+        if unknown:  # only from a dict `method_config` (a config.json): drop, as `from_dict` drops unknown keys
+            logger.warning(f"Ignoring unknown settings {unknown} of method {self.method!r}.")
+        return cls(**{key: value for key, value in values.items() if key in own})
+
+    def _check_foreign(self, flat: dict[str, Any]) -> None:
+        """Settings of other methods: check them with their method's rules, then ignore them with a warning."""
+        for key, value in flat.items():
+            owners = [cls for cls in METHOD_CONFIGS.values() if key in _setting_names(cls)]
+            if not owners:
+                raise TypeError(
+                    f"CompressedEmbeddingConfig got an unexpected keyword argument {key!r}: neither a field nor a "
+                    f"setting of a registered method. Settings of method={self.method!r}: "
+                    f"{sorted(_setting_names(self.method_class))}."
+                )
+            for owner in owners:
+                owner(**{key: value}).validate()
+            logger.warning(
+                f"{key}={value!r} is a setting of method {owners[0].name!r}, not of method={self.method!r}: ignored."
+            )
+
+    @property
+    def method_class(self) -> type | None:
+        """The settings class registered for `method` (None when none is, as in a checkpoint's remote code)."""
+        return METHOD_CONFIGS.get(self.method) if isinstance(self.method, str) else None
+
+    def __getattr__(self, name: str) -> Any:  # the method's settings, read flat: `config.epochs`
+        settings = self.__dict__.get("method_config")
+        if not name.startswith("__") and name in _setting_names(settings):
+            return settings[name] if isinstance(settings, dict) else getattr(settings, name)
+        raise AttributeError(
+            f"{type(self).__name__!r} object (method={self.__dict__.get('method')!r}) has no attribute {name!r}"
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        settings = self.__dict__.get("method_config")
+        if name not in self.__dataclass_fields__ and name in _setting_names(settings):
+            if isinstance(settings, dict):
+                settings[name] = value
+            else:
+                setattr(settings, name, value)
+        else:
+            object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------------ validation
     def _fail(self, name: str, allowed: str) -> None:
@@ -254,18 +260,15 @@ class CompressedEmbeddingConfig:
         )
 
     def validate(self) -> None:
-        """Check every field; raise `CompressedEmbeddingConfigError` naming the field, the value and what is
-        allowed."""
+        """Check every field and the method's settings; raise `CompressedEmbeddingConfigError` naming the field, the
+        value and what is allowed."""
         _check_format_version(self.format_version, self.library_version)
-        choices = {
-            "method": KNOWN_METHODS,
-            "decoder_activation": ACTIVATIONS,
-            "svd_solver": SVD_SOLVERS,
-            "init": INITS,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                self._fail(name, f"one of {', '.join(map(repr, allowed))}")
+        # a resolved config describes a built layer, which loads without its method's code
+        if not isinstance(self.method, str) or (METHOD_CONFIGS and not self.is_resolved and not self.method_class):
+            self._fail("method", f"one of {', '.join(map(repr, sorted(METHOD_CONFIGS)))} (registered methods)")
+
+        if self.decoder_activation not in ACTIVATIONS:
+            self._fail("decoder_activation", f"one of {', '.join(map(repr, ACTIVATIONS))}")
         if self.codes_dtype is not None and self.codes_dtype not in CODES_DTYPES:
             self._fail("codes_dtype", f"None or one of {', '.join(map(repr, CODES_DTYPES))}")
         if self.codes_dtype == "int8" and not self.freeze_codes:
@@ -274,43 +277,31 @@ class CompressedEmbeddingConfig:
             self.decoder_dtype == "int8" and self.decoder_hidden_dims
         ):
             self._fail("decoder_dtype", "None, 'float', or 'int8' with a linear decoder (decoder_hidden_dims=[])")
-        positive_ints = ("epochs", "batch_size", "lr_step_epochs", "svd_power_iterations", "format_version")
-        for name in positive_ints:
+        if not is_int(self.format_version) or self.format_version < 1:
+            self._fail("format_version", "a positive integer")
+        if not is_int(self.seed) or self.seed < 0:
+            self._fail("seed", "an integer >= 0")
+        for name in ("code_dim", "num_embeddings", "embedding_dim"):
             value = getattr(self, name)
-            if not _is_int(value) or value < (0 if name == "svd_power_iterations" else 1):
-                self._fail(name, "a positive integer" if name != "svd_power_iterations" else "an integer >= 0")
-        for name in ("l1_power_decay_epochs", "svd_oversamples", "seed"):
-            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
-                self._fail(name, "an integer >= 0")
-        for name in ("code_dim", "max_steps", "num_embeddings", "embedding_dim"):
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 self._fail(name, "a positive integer or None")
-        if self.padding_idx is not None and not _is_int(self.padding_idx):
+        if self.padding_idx is not None and not is_int(self.padding_idx):
             self._fail("padding_idx", "an integer or None")
         if self.compression_ratio is not None and (
-            not _is_number(self.compression_ratio) or self.compression_ratio <= 1
+            not is_number(self.compression_ratio) or self.compression_ratio <= 1
         ):
             self._fail("compression_ratio", "a number > 1 (stored parameters shrink by this factor) or None")
         if not isinstance(self.decoder_hidden_dims, list) or not all(
-            _is_int(h) and h > 0 for h in self.decoder_hidden_dims
+            is_int(h) and h > 0 for h in self.decoder_hidden_dims
         ):
             self._fail("decoder_hidden_dims", "a list of positive integers (empty for a linear decoder)")
-        for name in ("decoder_bias",):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
-                self._fail(name, "True, False or None")
+        if self.decoder_bias is not None and not isinstance(self.decoder_bias, bool):
+            self._fail("decoder_bias", "True, False or None")
         for name in ("freeze_codes", "compress_output_head", "tied_output_head", "zero_padding_row"):
             if not isinstance(getattr(self, name), bool):
                 self._fail(name, "True or False")
-        for name in ("cosine_weight", "l1_weight", "rmse_weight", "l1_power_start", "l1_power_end", "lr_gamma"):
-            if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
-                self._fail(name, "a finite number >= 0")
-        if not _is_number(self.learning_rate) or self.learning_rate <= 0:
-            self._fail("learning_rate", "a finite number > 0")
-        if not _is_number(self.embed_scale) or self.embed_scale == 0:
+        if not is_number(self.embed_scale) or self.embed_scale == 0:
             self._fail("embed_scale", "a finite non-zero number")
-        if self.method == "autoencoder" and self.cosine_weight + self.l1_weight + self.rmse_weight == 0:
-            self._fail("cosine_weight", "a positive weight on at least one loss term (cosine, l1 or rmse)")
         if not isinstance(self.library_version, str):
             self._fail("library_version", "a version string")
         if self.base_model is not None and not isinstance(self.base_model, str):
@@ -328,29 +319,15 @@ class CompressedEmbeddingConfig:
             and self.code_dim >= self.embedding_dim + packed
         ):
             self._fail("code_dim", f"an integer in [1, {self.embedding_dim}) (smaller than the hidden size)")
+        if self.method_class is not None:
+            self.method_config.validate()
+            self.method_config.check(self)
 
     def _validate_packed(self) -> None:
-        transform = self.method == "transform_coding"
-        if transform != (self.codes_dtype == "packed"):
-            self._fail("codes_dtype", "'packed' with method='transform_coding' (and only with it)")
-        if not _is_int(self.first_tier_rows) or self.first_tier_rows < 0:
-            self._fail("first_tier_rows", "an integer >= 0")
-        if not _is_number(self.input_weight) or not 0 <= self.input_weight < float("inf"):
-            self._fail("input_weight", "a finite number >= 0")
-        if self.kl_steps is not None and (not _is_int(self.kl_steps) or self.kl_steps < 0):
-            self._fail("kl_steps", "an integer >= 0 or None")
-        if not transform:
-            return
-        if self.compression_ratio is None:
-            self._fail(
-                "code_dim",
-                "unset with method='transform_coding' (the default method), which keeps all components and is sized "
-                "by compression_ratio; for codes of width k pass method='autoencoder' (the paper's) or 'svd'",
-            )
-        if self.decoder_hidden_dims:
-            self._fail("decoder_hidden_dims", "[] (transform_coding's decoder is linear)")
-        if not self.freeze_codes:
-            self._fail("freeze_codes", "True with method='transform_coding' (packed integer codes cannot be trained)")
+        cls = self.method_class
+        if cls is not None and getattr(cls, "packed_codes", False) != (self.codes_dtype == "packed"):
+            packed = [name for name, other in METHOD_CONFIGS.items() if getattr(other, "packed_codes", False)]
+            self._fail("codes_dtype", f"'packed' with method={' or '.join(map(repr, packed))} (and only with it)")
         if (self.code_bits is None) != (self.tier_sizes is None):
             self._fail("code_bits", "set together with tier_sizes (both are filled by the method)")
         if self.code_bits is not None:
@@ -363,7 +340,9 @@ class CompressedEmbeddingConfig:
     @property
     def use_decoder_bias(self) -> bool:
         """The decoder bias actually used: `decoder_bias`, or the method's default."""
-        return self.decoder_bias if self.decoder_bias is not None else self.method != "svd"
+        if self.decoder_bias is not None:
+            return self.decoder_bias
+        return getattr(self.method_class, "decoder_bias", self.method != "svd")  # the rule of format version 1
 
     def decoder_parameters(self, code_dim: int, hidden_size: int) -> int:
         """Number of parameters of the decoder `code_dim -> ... -> hidden_size`."""
@@ -376,56 +355,33 @@ class CompressedEmbeddingConfig:
         return vocab_size * code_dim + self.decoder_parameters(code_dim, hidden_size)
 
     def code_dim_for(self, vocab_size: int, hidden_size: int) -> int:
-        """The code width k for an embedding of `vocab_size x hidden_size` (from `code_dim` or the ratio)."""
-        if self.method == "transform_coding":  # k = d; the ratio sets the bits per entry instead
-            if self.code_dim not in (None, hidden_size):
-                raise CompressedEmbeddingConfigError(
-                    f"CompressedEmbeddingConfig.code_dim is invalid: got {self.code_dim}; method='transform_coding' "
-                    f"keeps all {hidden_size} components and sizes its codes by compression_ratio: leave code_dim "
-                    "unset."
-                )
-            return hidden_size
-        if self.code_dim is not None:
-            k = self.code_dim
-        else:
-            ratio = self.compression_ratio
-            k = 0
-            lo, hi = 1, hidden_size
-            while lo <= hi:  # largest k whose stored parameters fit the budget
-                mid = (lo + hi) // 2
-                if vocab_size * hidden_size / self.stored_parameters(vocab_size, hidden_size, mid) >= ratio:
-                    k, lo = mid, mid + 1
-                else:
-                    hi = mid - 1
-            if k < 1:
-                best = vocab_size * hidden_size / self.stored_parameters(vocab_size, hidden_size, 1)
-                raise CompressedEmbeddingConfigError(
-                    f"CompressedEmbeddingConfig.compression_ratio is invalid: got {self.compression_ratio!r}; for an "
-                    f"embedding of {vocab_size} x {hidden_size} the highest ratio reachable is {best:.2f} "
-                    "(code_dim=1). "
-                    "Ask for a smaller ratio."
-                )
-        if k >= hidden_size:
+        """The code width k for an embedding of `vocab_size x hidden_size`, as the method sizes it (from `code_dim`
+        or the ratio)."""
+        return self._registered().code_dim_for(self, vocab_size, hidden_size)
+
+    def _registered(self) -> Any:
+        if self.method_class is None:
             raise CompressedEmbeddingConfigError(
-                f"CompressedEmbeddingConfig.code_dim is invalid: got {k}; expected an integer in [1, {hidden_size}) "
-                f"(smaller than the hidden size {hidden_size}, or nothing is compressed)."
+                f"method={self.method!r} is not registered in this process: import the package that defines it "
+                "(`import compressed_embeddings` for the built-in methods)."
             )
-        return k
+        return self.method_config
 
     def resolved(self, **facts: Any) -> "CompressedEmbeddingConfig":
-        """A copy with the size fixed for `num_embeddings x embedding_dim` and the given layer facts filled in."""
+        """A copy with the size fixed for `num_embeddings x embedding_dim`, the given layer facts filled in, and the
+        choices left to the method (`None`) fixed."""
         new = dataclasses.replace(self, **facts)
         missing = [name for name in ("num_embeddings", "embedding_dim") if getattr(new, name) is None]
         if missing:
             raise CompressedEmbeddingConfigError(
                 f"CompressedEmbeddingConfig.resolved needs the size of the embedding; {missing} not given."
             )
+        settings, layer_defaults = new._registered().resolved(new)
+        object.__setattr__(new, "method_config", settings)
+        for name, value in layer_defaults.items():
+            if getattr(new, name) is None:
+                setattr(new, name, value)
         new.code_dim = new.code_dim_for(new.num_embeddings, new.embedding_dim)
-        transform = new.method == "transform_coding"
-        if new.decoder_dtype is None:
-            new.decoder_dtype = "int8" if transform and not new.decoder_hidden_dims else "float"
-        if new.kl_steps is None:
-            new.kl_steps = 100 if transform else 0
         new.validate()
         return new
 
@@ -435,12 +391,14 @@ class CompressedEmbeddingConfig:
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (the `compressed_embedding` block of config.json)."""
+        """A JSON-serialisable dict (the `compressed_embedding` block of config.json; the method's settings nested
+        under `method_config`)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, require_resolved: bool = False) -> "CompressedEmbeddingConfig":
-        """Build from a dict. Keys unknown to this version are dropped with a warning.
+        """Build from a dict (format 2, or format 1 whose method settings were flat). Keys unknown to this version are
+        dropped with a warning.
 
         Args:
             data: the block, e.g. `model.config.compressed_embedding`.
@@ -450,9 +408,24 @@ class CompressedEmbeddingConfig:
             raise CompressedEmbeddingConfigError(
                 f"The `{CONFIG_KEY}` block must be a JSON object, got {type(data).__name__}: {data!r}."
             )
-        names = {f.name for f in dataclasses.fields(cls)}
         _check_format_version(data.get("format_version"), data.get("library_version", "?"))
-        unknown = sorted(set(data) - names, key=str)
+        data = dict(data)
+        names = {item.name for item in dataclasses.fields(cls)}
+        method = data.get("method", "transform_coding")
+        method_class = METHOD_CONFIGS.get(method) if isinstance(method, str) else None
+        settings = set() if method_class is None else _setting_names(method_class)
+        any_settings = set().union(*map(_setting_names, METHOD_CONFIGS.values()))
+        if is_int(data.get("format_version")) and data["format_version"] == 1:  # settings flat, every method's
+            flat = {key: data.pop(key) for key in list(data) if key not in names}
+            if method_class is None:
+                data["method_config"] = flat
+            else:
+                data["method_config"] = {key: value for key, value in flat.items() if key in settings}
+                data.update({key: value for key, value in flat.items() if key not in any_settings})  # reported below
+            if data.get("decoder_bias") is None:  # format 1 stored None for "the method's default"
+                data["decoder_bias"] = method != "svd"
+            data["format_version"] = FORMAT_VERSION  # read into this format (library_version still says who wrote it)
+        unknown = sorted(set(data) - names - any_settings, key=str)
         if unknown:
             logger.warning(
                 f"Ignoring unknown keys {unknown} in the `{CONFIG_KEY}` block (written by compressed_embeddings "
@@ -466,18 +439,15 @@ class CompressedEmbeddingConfig:
                     "checkpoint needs. The file was edited or truncated: re-create it with `compressed-embeddings "
                     "compress` (or `compress_model(...).save_pretrained(...)`)."
                 )
-        kwargs = {k: v for k, v in data.items() if k in names}
-        try:
-            return cls(**kwargs)
-        except TypeError as error:  # pragma: no cover - dataclass signature errors
-            raise CompressedEmbeddingConfigError(f"Invalid `{CONFIG_KEY}` block: {error}") from None
+        return cls(**{key: value for key, value in data.items() if key in names or key in any_settings})
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "CompressedEmbeddingConfig":
-        """A named recipe, optionally with fields overridden.
+        """A named recipe of a registered method, optionally with fields or settings overridden.
 
         Presets: `"paper"` (the published AutoEncoder recipe, CR 10), `"svd"` (the SVD baseline, CR 10),
-        `"transform_coding"` (the default and best-measured method, CR 10 in bytes, `kl_steps=100`, int8 decoder).
+        `"transform_coding"` (the default and best-measured method, CR 10 in bytes, `kl_steps=100`, int8 decoder), and
+        those of any registered method (`MethodConfig.presets`).
 
         Example:
 
@@ -486,16 +456,28 @@ class CompressedEmbeddingConfig:
         0.1995
         ```
         """
-        presets: dict[str, dict[str, Any]] = {
-            "paper": {"method": "autoencoder"},
-            "svd": {"method": "svd"},
-            "transform_coding": {"method": "transform_coding"},
+        presets = {
+            preset: (method, values)
+            for method, method_class in METHOD_CONFIGS.items()
+            for preset, values in getattr(method_class, "presets", {}).items()
         }
         if name not in presets:
             raise CompressedEmbeddingConfigError(
                 f"Unknown preset {name!r}; available presets: {', '.join(map(repr, sorted(presets)))}."
             )
-        return cls(**{**presets[name], **overrides})
+        method, values = presets[name]
+        return cls(**{"method": method, **values, **overrides})
+
+
+def __getattr__(name: str) -> Any:
+    if name == "KNOWN_METHODS":  # derived from the registry
+        return tuple(METHOD_CONFIGS)
+    # `configuration.CompressedLlamaConfig` -> built on first access (this is what `auto_map` names).
+    if name.startswith(CLASS_PREFIX) and name.endswith("Config"):
+        base = getattr(transformers, name[len(CLASS_PREFIX) :], None)
+        if isinstance(base, type) and issubclass(base, PreTrainedConfig):
+            return compressed_config_class(base)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------- per-family configs
@@ -527,12 +509,3 @@ def compressed_config_class(base_config_class: type) -> type:
         }
         _CONFIG_CLASSES[base_config_class] = type(name, (base_config_class,), namespace)
     return _CONFIG_CLASSES[base_config_class]
-
-
-def __getattr__(name: str) -> type:
-    # `configuration.CompressedLlamaConfig` -> built on first access (this is what `auto_map` names).
-    if name.startswith(CLASS_PREFIX) and name.endswith("Config"):
-        base = getattr(transformers, name[len(CLASS_PREFIX) :], None)
-        if isinstance(base, type) and issubclass(base, PreTrainedConfig):
-            return compressed_config_class(base)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

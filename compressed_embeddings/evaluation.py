@@ -2,13 +2,12 @@
 
 Everything in this module only relies on public model APIs (``model(input_ids=..., labels=...)``,
 ``model(**encoded_inputs)``), so it works the same way on an original model and on a model whose input
-embedding has been replaced by a compressed one.
+embedding has been replaced by a compressed one. Loading the texts and counting tokens live in
+[`compressed_embeddings.texts`].
 """
 
-import json
 import math
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,23 +15,23 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ._utils import check_positive_int, model_device
+from .texts import DOCUMENT_SEPARATOR, as_text_list
+
+# `load_texts` and `token_frequencies` used to live here and `cli.py` still imports them from here: re-exported
+# (not part of `__all__`); new code imports them from `compressed_embeddings.texts`.
+from .texts import load_texts as load_texts
+from .texts import token_frequencies as token_frequencies
+
 logger = logging.get_logger(__name__)
 
 __all__ = [
-    "DOCUMENT_SEPARATOR",
     "FidelityReport",
     "PerplexityResult",
     "embedding_fidelity",
-    "load_texts",
     "perplexity",
     "sentence_embedding_similarity",
-    "token_frequencies",
 ]
-
-DOCUMENT_SEPARATOR = "\n\n"
-"""String used by [`perplexity`] to join several documents into a single token stream."""
-
-_LOCAL_SUFFIXES = (".txt", ".jsonl", ".json")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -105,35 +104,6 @@ def _sliding_windows(num_tokens: int, max_length: int, stride: int) -> list[_Win
     return windows
 
 
-def _as_text_list(texts: str | Sequence[str], argument: str = "texts") -> list[str]:
-    if isinstance(texts, str):
-        return [texts]
-    if not isinstance(texts, Sequence):
-        raise TypeError(f"`{argument}` must be a string or a sequence of strings, got {type(texts).__name__}.")
-    texts = list(texts)
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"`{argument}[{index}]` must be a string, got {type(text).__name__}.")
-    return texts
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    for parameter in model.parameters():
-        return parameter.device
-    return torch.device("cpu")
-
-
-def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        allowed = "a positive integer or None" if allow_none else "a positive integer"
-        raise ValueError(f"`{name}` must be {allowed}, got {value!r}.")
-
-
 def perplexity(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -180,7 +150,8 @@ def perplexity(
 
     ```python
     >>> from transformers import AutoModelForCausalLM, AutoTokenizer  # doctest: +SKIP
-    >>> from compressed_embeddings.evaluation import load_texts, perplexity  # doctest: +SKIP
+    >>> from compressed_embeddings.evaluation import perplexity  # doctest: +SKIP
+    >>> from compressed_embeddings.texts import load_texts  # doctest: +SKIP
 
     >>> model = AutoModelForCausalLM.from_pretrained("gpt2")  # doctest: +SKIP
     >>> tokenizer = AutoTokenizer.from_pretrained("gpt2")  # doctest: +SKIP
@@ -189,9 +160,9 @@ def perplexity(
     >>> print(f"ppl={result.perplexity:.2f} over {result.num_tokens} tokens")  # doctest: +SKIP
     ```
     """
-    _check_positive_int("max_length", max_length)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("max_tokens", max_tokens, allow_none=True)
+    check_positive_int("max_length", max_length)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("max_tokens", max_tokens, allow_none=True)
     if isinstance(stride, bool) or not isinstance(stride, int) or stride <= 0:
         raise ValueError(f"`stride` must be a positive integer, got {stride!r}.")
     if stride > max_length:
@@ -201,7 +172,7 @@ def perplexity(
     if max_length < 2:
         raise ValueError(f"`max_length` must be at least 2 (a window needs context and a target), got {max_length}.")
 
-    documents = _as_text_list(texts)
+    documents = as_text_list(texts)
     text = DOCUMENT_SEPARATOR.join(documents)
     if not text.strip():
         raise ValueError(
@@ -235,7 +206,7 @@ def perplexity(
         else:
             batches.append([window])
 
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     was_training = model.training
     model.eval()
     total_nll = 0.0
@@ -264,169 +235,6 @@ def perplexity(
         f"Perplexity {result.perplexity:.4f} (nll={nll:.6f}) over {total_scored} tokens, {len(windows)} windows."
     )
     return result
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Text loading
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _looks_local(source: str) -> bool:
-    """Whether `source` looks like a local path rather than a Hub dataset id (`name`, `org/name`, `name:config`)."""
-    if source.lower().endswith(_LOCAL_SUFFIXES):
-        return True
-    if source.startswith(("/", ".", "~")) or os.path.isabs(source):
-        return True
-    # Hub ids contain at most one "/" (``org/name``); anything else with a separator is a path.
-    if source.count("/") > 1:
-        return True
-    return any(sep in source for sep in (os.sep, os.altsep) if sep and sep != "/")
-
-
-def _extract_text(record: Any, text_column: str, where: str) -> str:
-    if isinstance(record, str):
-        return record
-    if isinstance(record, dict):
-        if text_column not in record:
-            raise KeyError(
-                f"{where}: no field `{text_column}` (the `text_column`); available fields: {sorted(record)}."
-            )
-        value = record[text_column]
-        if not isinstance(value, str):
-            raise TypeError(f"{where}: field `{text_column}` must be a string, got {type(value).__name__}.")
-        return value
-    raise TypeError(f"{where}: expected an object or a string, got {type(record).__name__}.")
-
-
-def _iter_jsonl(path: str, text_column: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if line.strip():
-                yield _extract_text(json.loads(line), text_column, f"{path}:{line_number}")
-
-
-def _iter_json(path: str, text_column: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        content = f.read()
-    try:
-        data = json.loads(content)
-    except json.JSONDecodeError:
-        # Many ".json" datasets are actually JSON lines.
-        yield from _iter_jsonl(path, text_column)
-        return
-    if isinstance(data, dict) and isinstance(data.get(text_column), list):  # column-oriented
-        data = data[text_column]
-    elif isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
-        raise TypeError(f"{path}: expected a list of records, got {type(data).__name__}.")
-    for index, record in enumerate(data):
-        yield _extract_text(record, text_column, f"{path}[{index}]")
-
-
-def _read_text_file(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
-
-
-def _load_hub_dataset(source: str, split: str | None, text_column: str, max_documents: int | None) -> list[str]:
-    name, _, config = source.partition(":")
-    config = config or None
-    try:
-        import datasets
-
-        dataset = datasets.load_dataset(name, config, split=split)
-    except Exception as error:
-        raise ValueError(
-            f"could not load dataset {source!r}: {type(error).__name__}: {error}; "
-            "pass a local .txt/.jsonl path instead"
-        ) from error
-
-    if isinstance(dataset, dict):  # DatasetDict
-        splits = list(dataset)
-        if len(splits) != 1:
-            raise ValueError(f"Dataset {source!r} has several splits {splits}; pass `split=` to choose one.")
-        dataset = dataset[splits[0]]
-    if text_column not in dataset.column_names:
-        raise KeyError(
-            f"Dataset {source!r} has no column `{text_column}` (the `text_column`); "
-            f"available columns: {dataset.column_names}."
-        )
-    if max_documents is not None:
-        dataset = dataset.select(range(min(max_documents, len(dataset))))
-    return list(dataset[text_column])
-
-
-def load_texts(
-    source: str,
-    *,
-    split: str | None = None,
-    text_column: str = "text",
-    max_documents: int | None = None,
-) -> list[str]:
-    """Loads a list of documents from a local file/folder or a Hub dataset.
-
-    Supported sources:
-
-    - a `.txt` file (or any other non-JSON file): the whole file is one document;
-    - a folder: every `*.txt` file in it (sorted by name), one document per file;
-    - a `.jsonl` file (one JSON object per line) or a `.json` file (a list of objects, a column-oriented object
-      `{text_column: [...]}`, or JSON lines): the `text_column` field of each record;
-    - anything else is treated as a Hub dataset id `"name[:config]"` (e.g. `"wikitext:wikitext-2-raw-v1"`), loaded
-      with `datasets.load_dataset(name, config, split=split)`.
-
-    A source that looks like a path (ends in `.txt`/`.jsonl`/`.json`, starts with `/`, `.` or `~`, or contains more
-    than one `/`) but does not exist raises a `FileNotFoundError`. Documents are returned as-is (empty documents are
-    kept).
-
-    Args:
-        source (`str`): Path or Hub dataset id.
-        split (`str`, *optional*): Dataset split (Hub datasets only, e.g. `"test"`).
-        text_column (`str`, *optional*, defaults to `"text"`): Field holding the text (JSON files and Hub datasets).
-        max_documents (`int`, *optional*): Keep only the first `max_documents` documents.
-
-    Returns:
-        `list[str]`: The documents.
-
-    Example:
-
-    ```python
-    >>> from compressed_embeddings.evaluation import load_texts  # doctest: +SKIP
-    >>> texts = load_texts("data/wiki.test.jsonl", max_documents=100)  # doctest: +SKIP
-    >>> texts = load_texts("wikitext:wikitext-2-raw-v1", split="test")  # needs access to the Hub  # doctest: +SKIP
-    ```
-    """
-    if not isinstance(source, str) or not source:
-        raise ValueError(f"`source` must be a non-empty path or dataset name, got {source!r}.")
-    _check_positive_int("max_documents", max_documents, allow_none=True)
-
-    path = os.path.expanduser(source)
-    if os.path.isdir(path):
-        files = sorted(name for name in os.listdir(path) if name.lower().endswith(".txt"))
-        if not files:
-            raise ValueError(f"Folder {source!r} contains no .txt files.")
-        if max_documents is not None:
-            files = files[:max_documents]
-        return [_read_text_file(os.path.join(path, name)) for name in files]
-
-    if os.path.isfile(path):
-        lower = path.lower()
-        if lower.endswith(".jsonl"):
-            documents: Iterator[str] = _iter_jsonl(path, text_column)
-        elif lower.endswith(".json"):
-            documents = _iter_json(path, text_column)
-        else:
-            documents = iter([_read_text_file(path)])
-        texts = []
-        for document in documents:
-            if max_documents is not None and len(texts) >= max_documents:
-                break
-            texts.append(document)
-        return texts
-
-    if _looks_local(source):
-        raise FileNotFoundError(f"No such file or directory: {source!r}.")
-    return _load_hub_dataset(source, split, text_column, max_documents)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -523,7 +331,7 @@ def embedding_fidelity(
             "`original` and `reconstructed` must be 2-D matrices of the same shape (V, d), got "
             f"{tuple(original.shape)} and {tuple(reconstructed.shape)}."
         )
-    _check_positive_int("chunk_size", chunk_size)
+    check_positive_int("chunk_size", chunk_size)
     num_rows = original.shape[0]
     if num_rows == 0:
         raise ValueError(f"`original` must have at least one row, got shape {tuple(original.shape)}.")
@@ -588,65 +396,6 @@ def embedding_fidelity(
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Token frequencies
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def token_frequencies(
-    tokenizer: Any,
-    texts: str | Sequence[str],
-    vocab_size: int,
-    *,
-    add_special_tokens: bool = False,
-    batch_size: int = 1000,
-    show_progress: bool = True,
-) -> torch.Tensor:
-    """Counts how often each token id occurs in the tokenized `texts`.
-
-    Args:
-        tokenizer: Tokenizer used to tokenize each text independently.
-        texts (`str` or `Sequence[str]`): One text or several documents.
-        vocab_size (`int`): Length of the returned tensor (usually the number of rows of the embedding matrix,
-            which may be larger than the tokenizer's vocabulary).
-        add_special_tokens (`bool`, *optional*, defaults to `False`): Whether to count special tokens (BOS, ...).
-        batch_size (`int`, *optional*, defaults to 1000): Number of texts tokenized per call.
-        show_progress (`bool`, *optional*, defaults to `True`): Whether to display a progress bar.
-
-    Returns:
-        `torch.Tensor`: int64 tensor of shape `(vocab_size,)`.
-
-    Example:
-
-    ```python
-    >>> from compressed_embeddings.evaluation import embedding_fidelity, token_frequencies  # doctest: +SKIP
-    >>> counts = token_frequencies(tokenizer, texts, vocab_size=model.config.vocab_size)  # doctest: +SKIP
-    >>> embedding_fidelity(E, E_hat, token_counts=counts).frequency_weighted_cosine  # doctest: +SKIP
-    ```
-    """
-    _check_positive_int("vocab_size", vocab_size)
-    _check_positive_int("batch_size", batch_size)
-    documents = _as_text_list(texts)
-    counts = torch.zeros(vocab_size, dtype=torch.int64)
-    starts = range(0, len(documents), batch_size)
-    for start in tqdm(starts, desc="Counting tokens", unit="batch", disable=not show_progress):
-        encoded = tokenizer(
-            documents[start : start + batch_size], add_special_tokens=add_special_tokens, verbose=False
-        )
-        ids = [token_id for sequence in encoded["input_ids"] for token_id in sequence]
-        if not ids:
-            continue
-        ids = torch.tensor(ids, dtype=torch.int64)
-        max_id = int(ids.max())
-        if max_id >= vocab_size or int(ids.min()) < 0:
-            raise ValueError(
-                f"Token id {max_id if max_id >= vocab_size else int(ids.min())} is outside [0, {vocab_size}); "
-                "`vocab_size` must cover every id the tokenizer produces."
-            )
-        counts += torch.bincount(ids, minlength=vocab_size)
-    return counts
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Sentence embeddings (encoders)
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -667,7 +416,7 @@ def _pad_right(features: dict[str, list[list[int]]], pad_token_id: int) -> dict[
 
 
 def _mean_pooled(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    device = _model_device(model)
+    device = model_device(model)
     inputs = {key: value.to(device) for key, value in inputs.items()}
     outputs = model(**inputs)
     hidden = getattr(outputs, "last_hidden_state", None)
@@ -717,9 +466,9 @@ def sentence_embedding_similarity(
     >>> sentence_embedding_similarity(original, compressed, tokenizer, sentences)["mean_cosine"]  # doctest: +SKIP
     ```
     """
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("max_length", max_length)
-    sentences = _as_text_list(sentences, "sentences")
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("max_length", max_length)
+    sentences = as_text_list(sentences, "sentences")
     if not sentences:
         raise ValueError("`sentences` must contain at least one sentence, got an empty sequence.")
     pad_token_id = getattr(tokenizer, "pad_token_id", None)

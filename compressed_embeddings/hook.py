@@ -29,6 +29,8 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
+from .autoload import ENV_SWITCH, disabled_by_environment
+
 MODULE_NAME = "compressed_embeddings_autoload"
 PTH_NAME = f"{MODULE_NAME}.pth"
 PTH_LINE = f"import {MODULE_NAME}; {MODULE_NAME}.install()\n"
@@ -85,7 +87,7 @@ def uninstall_hook(target: str | os.PathLike | None = None) -> list[Path]:
 
 def hook_status(target: str | os.PathLike | None = None) -> dict:
     """Whether the hook is installed in `target`, whether its module matches this package's, and whether the
-    `COMPRESSED_EMBEDDINGS_AUTOLOAD` switch turns it off in this environment."""
+    `COMPRESSED_EMBEDDINGS_AUTOLOAD` switch turns it off in this environment (`autoload.disabled_by_environment`)."""
     folder, pth, module = _paths(target)
     installed = pth.is_file() and module.is_file() and pth.read_text(encoding="utf-8") == PTH_LINE
     return {
@@ -93,8 +95,7 @@ def hook_status(target: str | os.PathLike | None = None) -> dict:
         "folder": str(folder),
         "files": [str(p) for p in (pth, module) if p.exists()],
         "up_to_date": installed and module.read_text(encoding="utf-8") == SOURCE.read_text(encoding="utf-8"),
-        "disabled_by_environment": os.environ.get("COMPRESSED_EMBEDDINGS_AUTOLOAD", "1").strip().lower()
-        in ("0", "false", "no", "off"),
+        "disabled_by_environment": disabled_by_environment(),
     }
 
 
@@ -131,7 +132,7 @@ def hook_command(args: argparse.Namespace) -> int:
             status = hook_status(args.target)
             state = "on" if status["installed"] else "off"
             if status["installed"] and status["disabled_by_environment"]:
-                state = "installed, but switched off by COMPRESSED_EMBEDDINGS_AUTOLOAD=0"
+                state = f"installed, but switched off by {ENV_SWITCH}=0"
             print(f"hook: {state} ({status['folder']})")
             for path in status["files"]:
                 print(f"  {path}")

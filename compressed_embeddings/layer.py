@@ -17,8 +17,20 @@ from .packed_runtime import KERNEL_MAX_POSITIONS, GridError, PackedRuntime, kern
 
 logger = logging.get_logger(__name__)
 
-_ACTIVATIONS = {"elu": nn.ELU, "gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
-CODES_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
+#: The module of each decoder activation that `configuration.ACTIVATIONS` names.
+ACTIVATION_MODULES = {"elu": nn.ELU, "gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
+#: The torch dtype of each unpacked codes storage that `configuration.CODES_DTYPES` names.
+CODES_TORCH_DTYPES = {
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8,
+}  # fmt: skip
+
+
+def absmax_int8(values: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 `values` and their absmax scales along `dim` (one scale per slice reduced over `dim`), `values ~ int8 *
+    scales`: the int8 rounding of int8 codes (one scale per row) and of `Int8Linear` (one per input column)."""
+    values = values.detach().float()
+    scales = values.abs().amax(dim).clamp_min(1e-12) / 127.0
+    return torch.round(values / scales.unsqueeze(dim)).clamp_(-127, 127).to(torch.int8), scales
 
 
 class Int8Linear(nn.Module):
@@ -54,8 +66,7 @@ class Int8Linear(nn.Module):
     @staticmethod
     def quantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """int8 values and per-column absmax scales of a float `out x in` weight (`weight ~ values * scales`)."""
-        scales = weight.detach().float().abs().amax(0).clamp_min(1e-12) / 127.0
-        return torch.round(weight.detach().float() / scales).clamp_(-127, 127).to(torch.int8), scales
+        return absmax_int8(weight, 0)
 
     @staticmethod
     def rounded(weight: torch.Tensor) -> torch.Tensor:
@@ -147,7 +158,7 @@ def build_decoder(
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
         if i:
-            layers.append(_ACTIVATIONS[activation]())
+            layers.append(ACTIVATION_MODULES[activation]())
         layers.append(nn.Linear(a, b, bias=bias, device=device, dtype=dtype))
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
 
@@ -233,7 +244,7 @@ class CompressedEmbedding(nn.Module):
             self.packed = PackedCodes(code_bits, tier_sizes, device=device, dtype=dtype)
             self.register_parameter("codes", None)
         else:
-            storage = CODES_DTYPES[codes_dtype] if codes_dtype else dtype
+            storage = CODES_TORCH_DTYPES[codes_dtype] if codes_dtype else dtype
             self.codes = nn.Parameter(torch.empty(num_embeddings, code_dim, device=device, dtype=storage), False)
             self.codes.requires_grad_(not freeze_codes and self.codes.is_floating_point())
         scales = torch.empty(num_embeddings, device=device, dtype=dtype) if codes_dtype == "int8" else None
@@ -294,12 +305,35 @@ class CompressedEmbedding(nn.Module):
             )
         device = self.codes.device
         if self.code_scales is not None:
-            scales = codes.float().abs().amax(dim=1).clamp_min(1e-12) / 127.0
-            quantized = torch.round(codes.float() / scales[:, None]).clamp_(-127, 127).to(torch.int8)
+            quantized, scales = absmax_int8(codes, 1)
             self.codes = nn.Parameter(quantized.to(device), requires_grad=False)
             self.code_scales = nn.Parameter(scales.to(device, self.code_scales.dtype), requires_grad=False)
         else:
             self.codes = nn.Parameter(codes.to(device, self.codes.dtype), requires_grad=self.codes.requires_grad)
+
+    @torch.no_grad()
+    def load_decoder_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a method's float decoder state dict (an int8 decoder rounds its weight with `absmax_int8`)."""
+        if isinstance(self.decoder, Int8Linear) and "weight" in state:
+            self.decoder.set_weight(state["weight"])
+            if self.decoder.bias is not None:
+                self.decoder.bias.copy_(state["bias"])
+        else:
+            self.decoder.load_state_dict(state)
+
+    # ------------------------------------------------------------------ sizes
+    def stored_parameters(self) -> int:
+        """Values stored (codes, their scales, decoder; packed codes: their bytes, codebooks and tiers)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def stored_bytes(self) -> int:
+        """Bytes stored: every tensor of the state dict (what a checkpoint holds for this layer)."""
+        return sum(t.numel() * t.element_size() for t in self.state_dict().values())
+
+    def compression_ratio(self, dtype: torch.dtype | None = None) -> float:
+        """Bytes of the `V x d` matrix it replaces in `dtype` (default: `compute_dtype`) / `stored_bytes()`."""
+        element_size = torch.empty((), dtype=dtype or self.compute_dtype).element_size()
+        return self.num_embeddings * self.embedding_dim * element_size / max(self.stored_bytes(), 1)
 
     # ------------------------------------------------------------------ shape
     @property
@@ -382,6 +416,13 @@ class CompressedEmbedding(nn.Module):
         """Decode code rows (`... x k`) into embedding rows (`... x d`), without `embed_scale`."""
         return self.decoder(codes)
 
+    def decoded_rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows `start:stop` of `weight` (decoded on demand, padding row included), e.g. to stream over the matrix
+        without building it: `embedding_fidelity(original, layer.decoded_rows)`."""
+        device = self.codes.device if self.codes is not None else self.packed.row_tiers.device
+        ids = torch.arange(start, stop, device=device)
+        return self._zero_padding(self.decode(self.lookup(ids)), ids)
+
     def _zero_padding(self, rows: torch.Tensor, input_ids: torch.Tensor | None) -> torch.Tensor:
         if not self.zero_padding_row:
             return rows
@@ -407,13 +448,10 @@ class CompressedEmbedding(nn.Module):
         return self._zero_padding(self.decode(self.dense_codes()), None)
 
     def extra_repr(self) -> str:
-        stored = sum(p.numel() * p.element_size() for p in self.parameters())
-        element_size = torch.empty((), dtype=self.compute_dtype).element_size()
-        ratio = self.num_embeddings * self.embedding_dim * element_size / max(stored, 1)
         decoder = "linear" if self.is_linear else "mlp"
         text = (
             f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}, code_dim={self.code_dim}, "
-            f"decoder={decoder}, stored_bytes={stored}, ratio={ratio:.2f}x"
+            f"decoder={decoder}, stored_bytes={self.stored_bytes()}, ratio={self.compression_ratio():.2f}x"
         )
         if self.padding_idx is not None:
             text += f", padding_idx={self.padding_idx}"

@@ -13,7 +13,7 @@ import contextlib
 import json
 import math
 import shutil
-from pathlib import Path, PurePath
+from pathlib import Path
 
 import torch
 import transformers
@@ -67,6 +67,9 @@ class CorruptCheckpointError(OSError):
 
 
 _RECREATE = "re-create the checkpoint with `compressed-embeddings compress BASE_MODEL --output DIR`"
+_PICKLE_OPT_IN = (
+    "opt in with `from_pretrained(..., use_safetensors=False)`, then `save_pretrained` it to convert it (safetensors)"
+)
 
 
 def compressed_spec(config) -> CompressedEmbeddingConfig:
@@ -128,13 +131,15 @@ def _drop_ties(model: PreTrainedModel, input_name: str, output_name: str | None)
 
 
 def install_compressed_embedding(
-    model: PreTrainedModel, spec: CompressedEmbeddingConfig, tie_head: bool | None = None
+    model: PreTrainedModel,
+    layer: "CompressedEmbedding | CompressedEmbeddingConfig",
+    tie_head: bool | None = None,
 ) -> CompressedEmbedding:
-    """Replace `model`'s input embedding by an (uninitialised) `CompressedEmbedding` built from `spec`.
-
-    The layer is created on the device and in the dtype of the embedding it replaces (the meta device while
-    `from_pretrained` builds the model). If the output head is tied to the input embedding (`tie_head`, by
-    default read from the model's tie declarations), it becomes a `CompressedOutputHead` sharing the layer.
+    """Replace `model`'s input embedding by `layer`: a built `CompressedEmbedding` (moved to the device of the
+    embedding it replaces), or a resolved `CompressedEmbeddingConfig`, from which an uninitialised one is built on that
+    device and in that dtype (the meta device while `from_pretrained` builds the model). If the output head is tied to
+    the input embedding (`tie_head`, by default read from the model's tie declarations), it becomes a
+    `CompressedOutputHead` sharing the layer. Returns the installed layer.
     """
     old = model.get_input_embeddings()
     # the device and dtype to build on; an already compressed embedding (an inner model built through the Auto
@@ -148,7 +153,10 @@ def install_compressed_embedding(
     input_name = module_name(model, old)
     output_name = module_name(model, output) if output is not None else None
 
-    layer = CompressedEmbedding.from_config(spec, device=reference.device, dtype=reference.dtype)
+    if isinstance(layer, CompressedEmbeddingConfig):
+        layer = CompressedEmbedding.from_config(layer, device=reference.device, dtype=reference.dtype)
+    elif reference.device.type != "meta":
+        layer = layer.to(reference.device)
     model.set_input_embeddings(layer)
     if output is not None:
         head = CompressedOutputHead(layer, bias=getattr(output, "bias", None) is not None)
@@ -160,6 +168,20 @@ def install_compressed_embedding(
     return layer
 
 
+def convert_to_compressed(
+    model: PreTrainedModel, layer: CompressedEmbedding, spec: CompressedEmbeddingConfig, tie_head: bool
+) -> PreTrainedModel:
+    """Make `model` (a stock model, in place) the compressed model `spec` describes, with `layer` as its embedding:
+    its config and class become the compressed family's (`CompressedLlamaConfig`, `CompressedLlamaForCausalLM`), the
+    config carries `spec`, and `layer` is installed (`install_compressed_embedding`). Returns the model."""
+    model_class = compressed_model_class(type(model))
+    model.config.__class__ = compressed_config_class(type(model.config))
+    setattr(model.config, CONFIG_KEY, spec.to_dict())
+    model.__class__ = model_class
+    install_compressed_embedding(model, layer, tie_head=tie_head)
+    return model
+
+
 class CompressedModelMixin:
     """Behaviour shared by every compressed model class (put first in the bases, before the stock class)."""
 
@@ -169,7 +191,9 @@ class CompressedModelMixin:
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
-        install_compressed_embedding(self, compressed_spec(config))
+        spec = compressed_spec(config)
+        setattr(config, CONFIG_KEY, spec.to_dict())  # in this release's format (a re-save writes it)
+        install_compressed_embedding(self, spec)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, *model_args, **kwargs):
@@ -189,15 +213,9 @@ class CompressedModelMixin:
                 source, *model_args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
             )
         except OSError as error:
-            local = Path(str(source), kwargs.get("subfolder", ""))
-            pickled = not local.is_dir() or any(local.glob("*.bin")) or any(local.glob("*.bin.index.json"))
-            if not (safetensors_only and "safetensors" in str(error) and pickled):
-                raise
-            raise UnsafeCheckpointError(
-                f"{source} has no safetensors weights, only pickle files (pytorch_model.bin), which are refused: "
-                "unpickling a file can run arbitrary code. If you trust its source, opt in with "
-                "`from_pretrained(..., use_safetensors=False)`, then `save_pretrained` it to convert it (safetensors)."
-            ) from error
+            if safetensors_only:
+                refuse_pickle_only(source, error, kwargs.get("subfolder", ""))
+            raise
         except Exception as error:
             if type(error).__name__ != "SafetensorError":
                 raise
@@ -328,14 +346,31 @@ def _build_runtime_from_checkpoint(model: PreTrainedModel, layer: CompressedEmbe
         logger.info(f"Packed codes' runtime layout not built from {source} ({error}); it is built on first use.")
 
 
+def looks_like_local_path(source) -> bool:
+    """Whether `source` can only be a local path, not a Hub id (`name`, `user/name`): a path object, or text starting
+    with `/`, `.` or `~`, absolute on this system (`C:/...`), or holding a backslash or more than one `/`."""
+    text = str(source)
+    shaped = text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") > 1 or Path(text).is_absolute()
+    return shaped or hasattr(source, "__fspath__")
+
+
+def refuse_pickle_only(source, error: OSError, subfolder: str = "", opt_in: str = _PICKLE_OPT_IN) -> None:
+    """Raise `UnsafeCheckpointError` (advising `opt_in`) if `error` says that `source` has pickle weights only."""
+    local = Path(str(source), subfolder).expanduser()
+    if "safetensors" in str(error) and (not local.is_dir() or any(local.glob("*.bin*"))):
+        raise UnsafeCheckpointError(
+            f"{source} has no safetensors weights, only pickle files (pytorch_model.bin), which are refused: "
+            f"unpickling a file can run arbitrary code. If you trust its source, {opt_in}."
+        ) from error
+
+
 def _check_source(cls: type, source, kwargs: dict) -> None:
     """Before building anything, refuse a local path that does not exist and a compressed checkpoint of another
     family (transformers would load it with every weight missing)."""
     if source is None or kwargs.get("gguf_file"):
         return
     text = str(source)
-    looks_local = isinstance(source, PurePath) or text.startswith((".", "/", "~")) or text.count("/") > 1
-    if looks_local and not Path(text).expanduser().exists():
+    if looks_like_local_path(source) and not Path(text).expanduser().exists():
         raise FileNotFoundError(
             f"{text}: no such file or directory. Pass the folder of a compressed checkpoint (written by "
             "`save_pretrained` or `compressed-embeddings compress`) or a Hub id (user/name)."

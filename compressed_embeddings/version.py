@@ -6,5 +6,6 @@ This file travels inside every saved checkpoint (it is imported by `configuratio
 __version__ = "0.1.0"
 
 # Version of the `compressed_embedding` block written into `config.json`. Bump it when a checkpoint
-# written by a new release could be misread by an older one.
-FORMAT_VERSION = 1
+# written by a new release could be misread by an older one. 2: the method's settings are nested under
+# `method_config` (format 1 kept every method's settings flat); `decoder_bias` is stored resolved.
+FORMAT_VERSION = 2

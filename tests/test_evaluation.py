@@ -15,11 +15,10 @@ from compressed_embeddings.evaluation import (
     PerplexityResult,
     _sliding_windows,
     embedding_fidelity,
-    load_texts,
     perplexity,
     sentence_embedding_similarity,
-    token_frequencies,
 )
+from compressed_embeddings.texts import load_texts, token_frequencies
 
 VOCAB_SIZE = 99
 SPECIAL_TOKENS = ["[UNK]", "[PAD]", "[BOS]"]

@@ -8,6 +8,7 @@ from conftest import REPO, TINY_FAMILIES, load_in_fresh_process, tiny_model
 from safetensors.torch import save_file
 
 from compressed_embeddings import CompressedEmbeddingConfig, compress_model
+from compressed_embeddings.version import FORMAT_VERSION
 
 SAVED_AUTO_CLASS = {
     "BertForMaskedLM": "AutoModelForMaskedLM",
@@ -90,7 +91,7 @@ def test_checkpoint_contents(saved_checkpoints):
         config = json.load(open(f"{folder}/config.json"))
         assert config["model_type"] == f"compressed_{entry['family']}"
         block = config["compressed_embedding"]
-        assert block["library_version"] and block["format_version"] == 1
+        assert block["library_version"] and block["format_version"] == FORMAT_VERSION == 2
         auto_map = config["auto_map"]
         assert auto_map["AutoConfig"].startswith("configuration.Compressed")
         for auto in TINY_FAMILIES[entry["family"]][3]:

@@ -23,6 +23,7 @@ On a machine without GPU the same command trains on CPU over gloo (`default_acce
 
 import dataclasses
 import math
+from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
@@ -32,7 +33,8 @@ from tqdm.auto import tqdm
 from ..configuration import CompressedEmbeddingConfig
 from ..layer import build_decoder
 from ..losses import direction_loss, l1_power
-from . import MethodOutput, register_method
+from ..model_card import PAPER, PAPER_BIBTEX, MethodText, parameter_rows
+from . import MethodConfig, MethodOutput, register_method
 from .svd import svd as svd_method
 
 CHUNK_ROWS = 16384
@@ -44,7 +46,7 @@ SMALL_BATCH_ENTRIES = 1 << 18
 def _svd_init(matrix: torch.Tensor, config: CompressedEmbeddingConfig, encoder: nn.Linear, decoder: nn.Module) -> None:
     if not isinstance(decoder, nn.Linear):
         raise ValueError("init='svd' needs a linear decoder; leave decoder_hidden_dims empty or use init='random'.")
-    svd_config = dataclasses.replace(config, method="svd", decoder_bias=config.use_decoder_bias)
+    svd_config = dataclasses.replace(config, method="svd", method_config=None, decoder_bias=config.use_decoder_bias)
     start = svd_method(matrix, svd_config, show_progress=False).decoder_state
     basis = start["weight"]  # d x k
     mean = start.get("bias", torch.zeros(matrix.shape[1]))
@@ -54,6 +56,86 @@ def _svd_init(matrix: torch.Tensor, config: CompressedEmbeddingConfig, encoder: 
         decoder.weight.copy_(basis)
         if decoder.bias is not None:
             decoder.bias.copy_(mean)
+
+
+@dataclass
+class AutoencoderConfig(MethodConfig):
+    """Settings of the paper's AutoEncoder (`method="autoencoder"`); the defaults are its published recipe.
+
+    Args:
+        cosine_weight (`float`, *optional*, defaults to 0.1995):
+            Weight of the direction term `mean(1 - cos(x_hat, x))` (the paper's 0.9975 / 5).
+        l1_weight (`float`, *optional*, defaults to 0.0025):
+            Weight of the "powered L1" term `mean((|x_hat - x| + 1e-10) ** p)`.
+        rmse_weight (`float`, *optional*, defaults to 0.0):
+            Weight of the RMSE term (0 in the published configuration).
+        l1_power_start (`float`, *optional*, defaults to 1.0):
+            Initial power p of the L1 term.
+        l1_power_end (`float`, *optional*, defaults to 0.1):
+            Final power p of the L1 term.
+        l1_power_decay_epochs (`int`, *optional*, defaults to 20):
+            The power p decays linearly from start to end over that many epochs, then stays at the end value.
+        epochs (`int`, *optional*, defaults to 30):
+            Passes over the rows of E (the paper's 20 + 10).
+        max_steps (`int`, *optional*):
+            If set, stop after this many optimiser steps (overrides `epochs`).
+        batch_size (`int`, *optional*, defaults to 32):
+            Rows per optimiser step.
+        learning_rate (`float`, *optional*, defaults to 1e-3):
+            Adam learning rate.
+        lr_step_epochs (`int`, *optional*, defaults to 4):
+            StepLR period: the learning rate is multiplied by `lr_gamma` every `lr_step_epochs` epochs.
+        lr_gamma (`float`, *optional*, defaults to 0.5):
+            StepLR factor.
+        init (`str`, *optional*, defaults to `"random"`):
+            Initialisation: `"random"` (the paper) or `"svd"` (start from the SVD solution).
+    """
+
+    name = "autoencoder"
+    summary = "the paper's direction-aware AutoEncoder, its published recipe"
+    decoder_bias = True
+    presets = {"paper": {}}
+    card = MethodText(
+        name=f'direction-aware autoencoder (["Direction is what you need"]({PAPER}), Bałazy et al., 2021)',
+        description=(
+            "Each row of the embedding is encoded to a code of {code_dim} values by an autoencoder trained on the "
+            "rows with the paper's direction-aware loss (a cosine term plus a powered L1 term), so that decoded rows "
+            "keep the direction of the originals; the codes are kept and the encoder dropped. It reads the "
+            "embedding matrix only (no data). Its ratio counts stored parameters."
+        ),
+        ratio_unit="parameters",
+        size_rows=parameter_rows,
+        history_rows=lambda history, spec: (
+            [(f"final training loss (autoencoder objective, epoch {len(history)})", f"{history[-1]:.5g}")]
+            if history
+            else []
+        ),
+        citation=PAPER_BIBTEX,
+    )
+
+    cosine_weight: float = field(default=0.1995, metadata={"help": "Weight of mean(1 - cos) (the paper's 0.1995)."})
+    l1_weight: float = field(default=0.0025, metadata={"help": "Weight of the powered L1 term (0.0025)."})
+    rmse_weight: float = field(default=0.0, metadata={"help": "Weight of the RMSE term (0)."})
+    l1_power_start: float = field(default=1.0, metadata={"help": "Initial power of the L1 term (1.0)."})
+    l1_power_end: float = field(default=0.1, metadata={"help": "Final power of the L1 term (0.1)."})
+    l1_power_decay_epochs: int = field(default=20, metadata={"help": "Epochs of linear power decay (20)."})
+    epochs: int = field(default=30, metadata={"help": "Epochs over the rows of E (the paper's 30)."})
+    max_steps: int | None = field(default=None, metadata={"help": "Stop after this many optimiser steps."})
+    batch_size: int = field(default=32, metadata={"help": "Rows per optimiser step (32)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (1e-3)."})
+    lr_step_epochs: int = field(default=4, metadata={"help": "StepLR period in epochs (4)."})
+    lr_gamma: float = field(default=0.5, metadata={"help": "StepLR factor (0.5)."})
+    init: str = field(default="random", metadata={"help": "Initialisation (random).", "choices": ("random", "svd")})
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_int("epochs", "batch_size", "lr_step_epochs")
+        self.require_int("l1_power_decay_epochs", minimum=0)
+        self.require_int("max_steps", optional=True)
+        self.require_number("cosine_weight", "l1_weight", "rmse_weight", "l1_power_start", "l1_power_end", "lr_gamma")
+        self.require_number("learning_rate", positive=True)
+        if self.cosine_weight + self.l1_weight + self.rmse_weight == 0:
+            self.fail("cosine_weight", "a positive weight on at least one loss term (cosine, l1 or rmse)")
 
 
 def default_accelerator() -> Accelerator:
@@ -76,7 +158,6 @@ class _AutoEncoder(nn.Module):
         return self.decoder(self.encoder(rows))
 
 
-@register_method("autoencoder")
 def autoencoder(
     matrix: torch.Tensor,
     config: CompressedEmbeddingConfig,
@@ -199,3 +280,6 @@ def _train(
         progress.set_postfix(epoch=epoch + 1, loss=f"{history[-1]:.5f}")
     progress.close()
     return history
+
+
+register_method(AutoencoderConfig, autoencoder)

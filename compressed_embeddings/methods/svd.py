@@ -9,10 +9,13 @@ Two solvers, both streaming over row chunks so that only one copy of E is ever h
 - `"randomized"`: Halko-Martinsson-Tropp range finder with power iterations, `O(V d k)`, for very large `d`.
 """
 
+from dataclasses import dataclass, field
+
 import torch
 
 from ..configuration import CompressedEmbeddingConfig
-from . import MethodOutput, register_method
+from ..model_card import PAPER, PAPER_BIBTEX, MethodText, no_history, parameter_rows
+from . import MethodConfig, MethodOutput, register_method
 
 EXACT_LIMIT = 50_000_000  # "auto" uses the exact solver up to this many entries, or when d <= 8192
 CHUNK_ROWS = 16384
@@ -69,7 +72,47 @@ def _randomized_basis(
     return (basis @ vectors)[:, -rank:].flip(1)
 
 
-@register_method("svd")
+@dataclass
+class SVDConfig(MethodConfig):
+    """Settings of truncated SVD (`method="svd"`), the baseline.
+
+    Args:
+        svd_solver (`str`, *optional*, defaults to `"auto"`):
+            `"exact"`, `"randomized"` (for large vocabularies) or `"auto"` (randomized above 50M entries).
+        svd_oversamples (`int`, *optional*, defaults to 10):
+            Oversampling of the randomized SVD.
+        svd_power_iterations (`int`, *optional*, defaults to 4):
+            Power iterations of the randomized SVD.
+    """
+
+    name = "svd"
+    summary = "truncated SVD, the baseline"
+    decoder_bias = False
+    presets = {"svd": {}}
+    card = MethodText(
+        name="truncated SVD (codes `U_k S_k`, decoder `V_k^T`), the baseline",
+        description=(
+            "The embedding is replaced by its best rank-{code_dim} approximation in the least-squares sense "
+            f"(truncated SVD), the baseline the [paper]({PAPER}) compares its autoencoder with; closed form, no "
+            "training, no data. Its ratio counts stored parameters."
+        ),
+        ratio_unit="parameters",
+        size_rows=parameter_rows,
+        history_rows=no_history,
+        citation=PAPER_BIBTEX,
+    )
+
+    svd_solver: str = field(
+        default="auto", metadata={"help": "SVD solver (auto).", "choices": ("auto", "exact", "randomized")}
+    )
+    svd_oversamples: int = field(default=10, metadata={"help": "Randomized SVD oversampling (10)."})
+    svd_power_iterations: int = field(default=4, metadata={"help": "Randomized SVD power iterations (4)."})
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_int("svd_oversamples", "svd_power_iterations", minimum=0)
+
+
 def svd(matrix: torch.Tensor, config: CompressedEmbeddingConfig, *, show_progress: bool = True) -> MethodOutput:
     """Truncated SVD of `matrix` at rank `config.code_dim`."""
     num_rows, d = matrix.shape
@@ -97,3 +140,6 @@ def svd(matrix: torch.Tensor, config: CompressedEmbeddingConfig, *, show_progres
     if mean is not None:
         state["bias"] = mean.float()
     return MethodOutput(codes=codes, decoder_state=state)
+
+
+register_method(SVDConfig, svd)

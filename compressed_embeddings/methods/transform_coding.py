@@ -18,18 +18,21 @@ the stored bytes are the packed codes, the codebooks, the tier of each row and t
 budget `bytes(E) / compression_ratio`.
 """
 
+import dataclasses
 import heapq
 import math
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from ..configuration import CompressedEmbeddingConfig
+from ..configuration import CompressedEmbeddingConfig, CompressedEmbeddingConfigError
 from ..layer import Int8Linear, build_decoder
+from ..model_card import MethodText
 from ..packed_codes import MAX_BITS, grid_points, row_bytes
 from ..packed_runtime import grid_of
-from . import MethodOutput, register_method
+from . import MethodConfig, MethodOutput, register_method
 
 logger = logging.get_logger(__name__)
 
@@ -348,7 +351,125 @@ def _entry_grid(codebooks: list[torch.Tensor], bits: list[list[int]]) -> tuple[t
     return torch.cat(offsets), torch.cat(spans), torch.cat(fractions), torch.cat(columns)
 
 
-@register_method("transform_coding")
+def _card_rows(size: dict, spec: CompressedEmbeddingConfig) -> list[tuple[str, str]]:
+    """The model card's "Compression" rows: code columns, bits per entry and tiers, byte ratio."""
+    tiers = size["tier_sizes"] or []
+    tier_text = f"{len(tiers)} tier{'s' if len(tiers) != 1 else ''}"
+    if len(tiers) > 1:
+        tier_text += f" of rows by token importance: {', '.join(f'{n:,}' for n in tiers)} rows"
+    return [
+        ("code columns", f"{size['code_dim']} (decorrelated axes of the {size['hidden']}-wide rows)"),
+        ("bits per code entry", f"{size['mean_bits']:.2f} on average (0-8 per column; {tier_text})"),
+        ("compression ratio", f"{size['bytes_ratio']:.2f}x (bytes, against the embedding in {size['dtype']})"),
+    ]
+
+
+def _card_history(history: list[float], spec: CompressedEmbeddingConfig) -> list[tuple[str, str]]:
+    """The model card's rows on the loss history: the relative quantisation error, then the KL of each logit-fitting
+    step."""
+    if not history:
+        return []
+    rows = [("relative quantisation error (decorrelated space, before fitting)", f"{history[0]:.4g}")]
+    kl = history[1:]
+    if kl:
+        rows.append(
+            (
+                "fitting to the logits: KL divergence to the original next-token distribution",
+                f"{kl[0]:.4g} -> {kl[-1]:.4g} over {len(kl)} steps (codebooks and decoder; calibration hidden states)",
+            )
+        )
+    else:
+        why = (
+            "kl_steps=0"
+            if not spec.kl_steps
+            else "no tied output head"
+            if not spec.tied_output_head
+            else "no calibration hidden states"
+        )
+        rows.append(("fitting to the logits", f"not run ({why})"))
+    return rows
+
+
+@dataclass
+class TransformCodingConfig(MethodConfig):
+    """Settings of transform coding (`method="transform_coding"`, the default): packed codes of a few bits per entry,
+    sized by `compression_ratio` in bytes (code width = hidden size), an int8 linear decoder.
+
+    Args:
+        first_tier_rows (`int`, *optional*, defaults to 128):
+            With calibration: rows ranked by importance form tiers of this many rows, as many again, then doubling;
+            bits go where they buy the most. 0, or no calibration: one tier.
+        input_weight (`float`, *optional*, defaults to 1.0):
+            A row's importance is its token's mean predicted probability plus `input_weight` times its frequency in
+            the calibration text.
+        kl_steps (`int`, *optional*):
+            Adam steps fitting the codebooks and decoder (not the codes) to the original head's next-token
+            distribution on calibration hidden states (tied head only; skipped without them). Default: 100, fixed when
+            the config is resolved.
+    """
+
+    name = "transform_coding"
+    summary = "the default: the best measured, packed codes of a few bits"
+    decoder_bias = True
+    packed_codes = True
+    presets = {"transform_coding": {}}
+    card = MethodText(
+        name="transform coding (packed few-bit codes, per-column codebooks, linear decoder)",
+        description=(
+            "Rows are mapped to a decorrelated basis (weighted, given calibration, so that squared error there is the "
+            "error the output head feels), and each of the {code_dim} axes is quantised to an integer code of 0-8 "
+            "bits ({mean_bits:.2f} bits per entry on average) indexing a small per-column codebook; bits go where "
+            "they remove the most error, with more bits for important tokens when rows are split in tiers. With "
+            "calibration hidden states and a tied head, the codebooks and the decoder are then fitted to the "
+            "original model's next-token distribution (the codes stay). Its ratio counts bytes: the embedding's "
+            "bytes in the model's dtype / every byte stored (codes, codebooks, decoder)."
+        ),
+        ratio_unit="bytes",
+        size_rows=_card_rows,
+        history_rows=_card_history,
+        data_free="none: compressed data-free (no calibration text; bits and codebooks from the embedding alone)",
+    )
+
+    first_tier_rows: int = field(
+        default=128, metadata={"help": "Rows of the most important tier; tiers double (128)."}
+    )
+    input_weight: float = field(default=1.0, metadata={"help": "Weight of input frequency in a row's importance (1)."})
+    kl_steps: int | None = field(
+        default=None,
+        metadata={"help": "With calibration text: steps fitting codebooks + decoder to the logits (100)."},
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        self.require_int("first_tier_rows", minimum=0)
+        self.require_number("input_weight")
+        self.require_int("kl_steps", minimum=0, optional=True)
+
+    def check(self, spec: CompressedEmbeddingConfig) -> None:
+        if spec.compression_ratio is None:
+            spec._fail(
+                "code_dim",
+                "unset with method='transform_coding' (the default method), which keeps all components and is sized "
+                "by compression_ratio; for codes of width k pass method='autoencoder' (the paper's) or 'svd'",
+            )
+        if spec.decoder_hidden_dims:
+            spec._fail("decoder_hidden_dims", "[] (transform_coding's decoder is linear)")
+        if not spec.freeze_codes:
+            spec._fail("freeze_codes", "True with method='transform_coding' (packed integer codes cannot be trained)")
+
+    def resolved(self, spec: CompressedEmbeddingConfig) -> tuple[MethodConfig, dict]:
+        settings = self if self.kl_steps is not None else dataclasses.replace(self, kl_steps=100)
+        return settings, {"decoder_bias": True, "decoder_dtype": "float" if spec.decoder_hidden_dims else "int8"}
+
+    def code_dim_for(self, spec: CompressedEmbeddingConfig, vocab_size: int, hidden_size: int) -> int:
+        if spec.code_dim not in (None, hidden_size):  # k = d; the ratio sets the bits per entry instead
+            raise CompressedEmbeddingConfigError(
+                f"CompressedEmbeddingConfig.code_dim is invalid: got {spec.code_dim}; method='transform_coding' "
+                f"keeps all {hidden_size} components and sizes its codes by compression_ratio: leave code_dim unset."
+            )
+        return hidden_size
+
+
 def transform_coding(
     matrix: torch.Tensor,
     config: CompressedEmbeddingConfig,
@@ -445,3 +566,6 @@ def transform_coding(
         packed={"values": values, "row_tiers": tiers, "codebooks": codebooks},
         config_updates={"code_bits": bits, "tier_sizes": sizes},
     )
+
+
+register_method(TransformCodingConfig, transform_coding)

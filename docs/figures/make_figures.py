@@ -182,7 +182,7 @@ def plot_loss_terms(path: Path) -> None:
     from compressed_embeddings import CompressedEmbeddingConfig
     from compressed_embeddings.losses import l1_power
 
-    config = CompressedEmbeddingConfig()
+    config = CompressedEmbeddingConfig.preset("paper")
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     error = torch.linspace(0, 1, 401)
     for power in (1.0, 0.5, 0.25, 0.1):
