@@ -23,7 +23,7 @@ from .evaluation import embedding_fidelity
 from .hub import hub_model_id
 from .layer import CompressedEmbedding, CompressedOutputHead
 from .methods import run_method
-from .modeling import CompressedModelMixin, convert_to_compressed, head_is_tied
+from .modeling import CompressedModelMixin, compressed_model_class, head_is_tied, install_compressed_embedding
 
 logger = logging.get_logger(__name__)
 
@@ -62,16 +62,14 @@ class CompressionReport:
     original_bytes: int = 0
     bytes_ratio: float = 0.0
     runtime_bytes: int = 0
+    mean_bits: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def __str__(self) -> str:
-        bits = self.config.code_bits if self.config is not None else None
-        if bits:  # packed integer codes: parameters are bytes, not values; say how many bits a code entry takes
-            sizes = self.config.tier_sizes
-            mean_bits = sum(n * sum(w) for n, w in zip(sizes, bits)) / (self.num_embeddings * self.code_dim)
-            size = f"packed codes {self.num_embeddings} x {self.code_dim} ({mean_bits:.2f} bits each) + decoder ("
+        if self.mean_bits is not None:  # packed integer codes: parameters are bytes, not values; say the bits
+            size = f"packed codes {self.num_embeddings} x {self.code_dim} ({self.mean_bits:.2f} bits each) + decoder ("
         else:
             size = (
                 f"codes {self.num_embeddings} x {self.code_dim} + decoder; {self.original_parameters:,} -> "
@@ -160,6 +158,7 @@ def compress_embedding(
         original_bytes=original_bytes,
         bytes_ratio=layer.compression_ratio(dtype),
         runtime_bytes=stored_bytes + (runtime.nbytes() if runtime is not None else 0),
+        mean_bits=layer.packed.mean_bits if layer.codes is None else None,
     )
     return layer, report
 
@@ -322,10 +321,26 @@ def compress_model(
         weight, spec, dtype=weight.dtype, show_progress=show_progress, calibration=calibration
     )
     register_model_class(type(model))
-    convert_to_compressed(model, layer, report.config, tie_head=tied)
+    _become_compressed(model, layer, report.config, tie_head=tied)
     model.compression_report = report
     logger.info(str(report))
     return model
+
+
+def _become_compressed(
+    model: PreTrainedModel, layer: CompressedEmbedding, spec: CompressedEmbeddingConfig, tie_head: bool
+) -> None:
+    """Make `model` (in place) the compressed model `spec` describes: its class and config class become the compressed
+    family's (`CompressedLlamaForCausalLM`, `CompressedLlamaConfig`), the config carries `spec`, and `layer` is
+    installed as its embedding (`install_compressed_embedding`)."""
+    model_class = compressed_model_class(type(model))
+    config_class = model_class.config_class  # the compressed variant of the family's config class
+    if config_class.base_config_class is not type(model.config):
+        config_class = compressed_config_class(type(model.config))
+    model.config.__class__ = config_class
+    setattr(model.config, CONFIG_KEY, spec.to_dict())
+    model.__class__ = model_class
+    install_compressed_embedding(model, layer, tie_head=tie_head)
 
 
 def choice_line(spec: CompressedEmbeddingConfig) -> str:

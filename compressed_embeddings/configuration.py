@@ -1,19 +1,11 @@
-"""Configuration of a compressed embedding, and the per-family model configs that carry it.
+"""Configuration of a compressed embedding, and the per-family model configs that carry it (remote code: it travels
+inside every checkpoint, so it imports only the standard library, torch/transformers and single-dot siblings).
 
-This file travels inside every saved checkpoint (remote code), so it imports only the standard
-library, torch/transformers and single-dot siblings.
-
-`CompressedEmbeddingConfig` is plain data describing the stored layer: its method and size, the storage of codes
-and decoder, the decoder's shape, what the compressed model freezes and ties, the layer facts filled when a model is
-compressed (vocabulary and hidden size, padding, embedding scale, tied head, packed layout) and provenance. The
-method's own settings (the paper's loss weights, SVD solver, transform coding's tiers, ...) are a dataclass of their
-own, beside the method's code (`compressed_embeddings.methods`), kept as `method_config`. It is stored as the
-`compressed_embedding` block of the model's `config.json`, the method's settings nested.
-
-A compressed model has its own `model_type`, `"compressed_" + <base model_type>`, whose config class
-subclasses the base family's config (`CompressedLlamaConfig(LlamaConfig)`), so every base field
-(`num_labels`, `label2id`, ...) keeps working. Those classes are built on first access by name:
-`configuration.CompressedLlamaConfig` works for every family transformers knows.
+`CompressedEmbeddingConfig` is plain data describing the stored layer (method and size, storage of codes and decoder,
+decoder shape, freezing and tying, the layer facts filled at compression, provenance), with the method's own settings
+nested as `method_config` (their dataclass lives beside the method's code, `compressed_embeddings.methods`). It is the
+`compressed_embedding` block of `config.json`. A compressed model's config class subclasses its family's
+(`CompressedLlamaConfig(LlamaConfig)`, `model_type` `"compressed_llama"`), built on first access by name.
 """
 
 import dataclasses
@@ -246,12 +238,8 @@ class CompressedEmbeddingConfig:
     def __setattr__(self, name: str, value: Any) -> None:
         settings = self.__dict__.get("method_config")
         if name not in self.__dataclass_fields__ and name in _setting_names(settings):
-            if isinstance(settings, dict):
-                settings[name] = value
-            else:
-                setattr(settings, name, value)
-        else:
-            object.__setattr__(self, name, value)
+            return settings.__setitem__(name, value) if isinstance(settings, dict) else setattr(settings, name, value)
+        object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------------ validation
     def _fail(self, name: str, allowed: str) -> None:
@@ -355,8 +343,7 @@ class CompressedEmbeddingConfig:
         return vocab_size * code_dim + self.decoder_parameters(code_dim, hidden_size)
 
     def code_dim_for(self, vocab_size: int, hidden_size: int) -> int:
-        """The code width k for an embedding of `vocab_size x hidden_size`, as the method sizes it (from `code_dim`
-        or the ratio)."""
+        """The code width k of a `vocab_size x hidden_size` embedding, as the method sizes it."""
         return self._registered().code_dim_for(self, vocab_size, hidden_size)
 
     def _registered(self) -> Any:
@@ -391,8 +378,7 @@ class CompressedEmbeddingConfig:
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (the `compressed_embedding` block of config.json; the method's settings nested
-        under `method_config`)."""
+        """A JSON-serialisable dict (the `compressed_embedding` block of config.json; settings nested)."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -469,9 +455,7 @@ class CompressedEmbeddingConfig:
         return cls(**{"method": method, **values, **overrides})
 
 
-def __getattr__(name: str) -> Any:
-    if name == "KNOWN_METHODS":  # derived from the registry
-        return tuple(METHOD_CONFIGS)
+def __getattr__(name: str) -> type:
     # `configuration.CompressedLlamaConfig` -> built on first access (this is what `auto_map` names).
     if name.startswith(CLASS_PREFIX) and name.endswith("Config"):
         base = getattr(transformers, name[len(CLASS_PREFIX) :], None)

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from huggingface_hub import ModelCard, ModelCardData, try_to_load_from_cache
 from transformers.utils import logging
 
@@ -216,17 +217,12 @@ def _figures(model) -> dict:
         raise TypeError(f"{type(model).__name__} has no CompressedEmbedding; it is not a compressed model.")
     spec = _spec(model)
     vocab, hidden, code_dim = layer.num_embeddings, layer.embedding_dim, layer.code_dim
-    stored_parameters = sum(p.numel() for p in layer.parameters())
-    stored_bytes = sum(t.numel() * t.element_size() for t in layer.state_dict().values())
+    stored_parameters = layer.stored_parameters()
+    stored_bytes = layer.stored_bytes()
     dtype = getattr(model, "dtype", None) or layer.compute_dtype
     original_bytes = vocab * hidden * dtype.itemsize
     runtime = layer.packed_runtime()
     packed = getattr(layer, "packed", None) if layer.codes is None else None
-    code_bits = spec.code_bits or (packed.bits if packed is not None else None)
-    tier_sizes = spec.tier_sizes or (packed.tier_sizes if packed is not None else None)
-    mean_bits = None
-    if code_bits and tier_sizes:
-        mean_bits = sum(n * sum(widths) for n, widths in zip(tier_sizes, code_bits)) / (vocab * code_dim)
     return {
         "vocab": vocab,
         "hidden": hidden,
@@ -238,13 +234,13 @@ def _figures(model) -> dict:
         "original_bytes": original_bytes,
         "stored_bytes": stored_bytes,
         "saved_bytes": original_bytes - stored_bytes,
-        "bytes_ratio": original_bytes / stored_bytes,
-        "fp32_ratio": vocab * hidden * 4 / stored_bytes,
+        "bytes_ratio": layer.compression_ratio(dtype),
+        "fp32_ratio": layer.compression_ratio(torch.float32),
         "runtime_bytes": None if runtime is None else runtime.nbytes(),
         "tied": isinstance(model.get_output_embeddings(), CompressedOutputHead),
-        "code_bits": code_bits,
-        "tier_sizes": tier_sizes,
-        "mean_bits": mean_bits,
+        "code_bits": None if packed is None else packed.bits,
+        "tier_sizes": None if packed is None else packed.tier_sizes,
+        "mean_bits": None if packed is None else packed.mean_bits,
         "codes_storage": (
             "packed integers"
             if packed is not None

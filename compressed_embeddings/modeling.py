@@ -168,20 +168,6 @@ def install_compressed_embedding(
     return layer
 
 
-def convert_to_compressed(
-    model: PreTrainedModel, layer: CompressedEmbedding, spec: CompressedEmbeddingConfig, tie_head: bool
-) -> PreTrainedModel:
-    """Make `model` (a stock model, in place) the compressed model `spec` describes, with `layer` as its embedding:
-    its config and class become the compressed family's (`CompressedLlamaConfig`, `CompressedLlamaForCausalLM`), the
-    config carries `spec`, and `layer` is installed (`install_compressed_embedding`). Returns the model."""
-    model_class = compressed_model_class(type(model))
-    model.config.__class__ = compressed_config_class(type(model.config))
-    setattr(model.config, CONFIG_KEY, spec.to_dict())
-    model.__class__ = model_class
-    install_compressed_embedding(model, layer, tie_head=tie_head)
-    return model
-
-
 class CompressedModelMixin:
     """Behaviour shared by every compressed model class (put first in the bases, before the stock class)."""
 

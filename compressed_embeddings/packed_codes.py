@@ -154,6 +154,11 @@ class PackedCodes(nn.Module):
     def width(self) -> int:
         return len(self.bits[0])
 
+    @property
+    def mean_bits(self) -> float:
+        """Bits per code entry, averaged over every row and column."""
+        return sum(n * sum(w) for n, w in zip(self.tier_sizes, self.bits)) / (self.num_rows * self.width)
+
     @torch.no_grad()
     def set_codes(self, values: torch.Tensor, row_tiers: torch.Tensor, codebooks: list[torch.Tensor]) -> None:
         """Store integer codes (`V x k`), the tier of every row and each tier's flat codebook (column `i`'s

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._utils import check_positive_int
+from .modeling import looks_like_local_path
 
 __all__ = [
     "DOCUMENT_SEPARATOR",
@@ -67,15 +68,9 @@ def as_text_list(texts: str | Sequence[str], argument: str = "texts") -> list[st
 
 
 def _looks_local(source: str) -> bool:
-    """Whether `source` looks like a local path rather than a Hub dataset id (`name`, `org/name`, `name:config`)."""
-    if source.lower().endswith(_LOCAL_SUFFIXES):
-        return True
-    if source.startswith(("/", ".", "~")) or os.path.isabs(source):
-        return True
-    # Hub ids contain at most one "/" (``org/name``); anything else with a separator is a path.
-    if source.count("/") > 1:
-        return True
-    return any(sep in source for sep in (os.sep, os.altsep) if sep and sep != "/")
+    """Whether `source` looks like a local path rather than a Hub dataset id (`name`, `org/name`, `name:config`): a
+    data file's name (`.txt`, `.jsonl`, `.json`) or what `modeling.looks_like_local_path` takes for a path."""
+    return source.lower().endswith(_LOCAL_SUFFIXES) or looks_like_local_path(source)
 
 
 def _extract_text(record: Any, text_column: str, where: str) -> str:

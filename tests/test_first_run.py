@@ -119,7 +119,11 @@ def test_cli_default_is_transform_coding_and_the_paper_is_one_flag_away(tmp_path
     err = capsys.readouterr().err
     assert "Compressing with transform_coding (the best measured method" in err
     block = json.loads((out / "config.json").read_text())["compressed_embedding"]
-    assert block["method"] == "transform_coding" and block["kl_steps"] == 100 and block["decoder_dtype"] == "int8"
+    assert (
+        block["method"] == "transform_coding"
+        and block["method_config"]["kl_steps"] == 100
+        and block["decoder_dtype"] == "int8"
+    )
     paper = tmp_path / "ae8"
     args = ["compress", str(source), "--method", "autoencoder", "--code-dim", "8", "--max-steps", "2"]
     assert main([*args, "-o", str(paper), "--quiet"]) == 0

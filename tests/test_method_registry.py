@@ -51,7 +51,7 @@ def toy_method(monkeypatch):
 
 
 def test_one_call_makes_a_method_known_everywhere(toy_method):
-    assert "toy_projection" in registered_methods() and "toy_projection" in configuration.KNOWN_METHODS
+    assert "toy_projection" in registered_methods() and "toy_projection" in methods.KNOWN_METHODS
     config = CompressedEmbeddingConfig(method="toy_projection", code_dim=8, scale=2.0)
     assert config.method_config == ToyProjectionConfig(scale=2.0) and config.scale == 2.0
     assert config.use_decoder_bias is False  # the method's default decoder bias

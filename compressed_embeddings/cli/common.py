@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ..modeling import UnsafeCheckpointError, looks_like_local_path, refuse_pickle_only
 from ..publishing import OutputExistsError, write_atomically
 
 EXIT_USAGE = 2
@@ -86,19 +87,18 @@ def load_model(
             raise
         raise CommandError(f"{source} cannot be loaded as {auto_class}: {error}") from None
     except OSError as error:
-        local = Path(source).expanduser()
-        if allow_pickle or "safetensors" not in str(error) or (local.is_dir() and not any(local.glob("*.bin*"))):
-            raise CommandError(f"Could not load the weights of {source}: {error}") from None
-        raise CommandError(
-            f"{source} has no safetensors weights, only pickle files (pytorch_model.bin), which are refused: "
-            "unpickling a file can run arbitrary code. If you trust its source, pass --allow-pickle."
-        ) from None
+        if not allow_pickle:
+            try:
+                refuse_pickle_only(source, error, opt_in="pass --allow-pickle")
+            except UnsafeCheckpointError as refused:
+                raise CommandError(str(refused)) from None
+        raise CommandError(f"Could not load the weights of {source}: {error}") from None
 
 
 def load_config(source: str, revision: str | None):
     from transformers import AutoConfig
 
-    if not Path(source).expanduser().exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
+    if looks_like_local_path(source) and not Path(source).expanduser().exists():
         raise CommandError(f"{source}: no such file or directory. Pass a local model folder or a Hub id (user/name).")
     try:
         return AutoConfig.from_pretrained(source, revision=revision)

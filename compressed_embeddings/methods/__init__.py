@@ -187,6 +187,12 @@ def registered_methods() -> dict[str, RegisteredMethod]:
     return dict(_REGISTRY)
 
 
+def __getattr__(name: str) -> Any:
+    if name == "KNOWN_METHODS":  # the names configs may use, derived from the registry
+        return tuple(_REGISTRY)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def get_method(name: str) -> Method:
     """The function registered for `name`."""
     if name not in _REGISTRY:
