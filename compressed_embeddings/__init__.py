@@ -12,6 +12,7 @@ transformers knows, each on its first lookup).
 
 from .auto import DEFAULT_FAMILIES, enable_lazy_registration, register_default_families, register_family
 from .calibration import CalibrationStats, collect_calibration, random_token_calibration
+from .cards import model_card
 from .compress import (
     CompressionReport,
     UnsupportedModelError,
@@ -28,7 +29,6 @@ from .hub import install as _install_hub
 from .layer import CompressedEmbedding, CompressedOutputHead
 from .losses import direction_loss
 from .methods import MethodConfig, MethodOutput, register_method
-from .model_card import model_card
 from .modeling import (
     CheckpointMismatchError,
     CorruptCheckpointError,

@@ -18,11 +18,6 @@ from transformers.utils import logging
 from ._utils import check_positive_int, model_device
 from .texts import DOCUMENT_SEPARATOR, as_text_list
 
-# `load_texts` and `token_frequencies` used to live here and `cli.py` still imports them from here: re-exported
-# (not part of `__all__`); new code imports them from `compressed_embeddings.texts`.
-from .texts import load_texts as load_texts
-from .texts import token_frequencies as token_frequencies
-
 logger = logging.get_logger(__name__)
 
 __all__ = [

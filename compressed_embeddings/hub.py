@@ -2,7 +2,7 @@
 
 Importing the package calls `install()`, which gives every compressed model class (`CompressedModelMixin`):
 
-- a model card: `save_pretrained(folder)` writes `README.md` (`compressed_embeddings.model_card.write_model_card`);
+- a model card: `save_pretrained(folder)` writes `README.md` (`compressed_embeddings.cards.write_model_card`);
 - a `push_to_hub` that uploads that card: transformers' own method saves into a temporary folder, then replaces
   `README.md` by a generic card (or by the repo's current one) before committing.
 
@@ -30,7 +30,7 @@ from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers.utils import logging
 
-from .model_card import CARD_MARKER, _merge_metadata, compression_summary, write_model_card
+from .cards import CARD_MARKER, _merge_metadata, compression_summary, write_model_card
 from .modeling import CompressedModelMixin, looks_like_local_path
 
 logger = logging.get_logger(__name__)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from tiny_tokenizers import bert_tokenizer, gpt2_tokenizer
 
 from compressed_embeddings import CompressedEmbeddingConfig, cli, compress_model
-from compressed_embeddings.model_card import CARD_MARKER
+from compressed_embeddings.cards import CARD_MARKER
 from compressed_embeddings.packed_codes import MAX_BITS
 
 METHODS = ("transform_coding", "autoencoder", "svd")

@@ -22,8 +22,8 @@ from tiny_tokenizers import gpt2_tokenizer
 from transformers import AutoModelForCausalLM
 
 from compressed_embeddings import CompressedEmbeddingConfig, compress_model, model_card
+from compressed_embeddings.cards import CARD_MARKER, write_model_card
 from compressed_embeddings.hub import hub_model_id
-from compressed_embeddings.model_card import CARD_MARKER, write_model_card
 from compressed_embeddings.modeling import CODE_FILES
 
 TESTS = Path(__file__).resolve().parent

@@ -1,4 +1,4 @@
-"""The model card (`compressed_embeddings.model_card.model_card`, written by `save_pretrained`): for every method, its
+"""The model card (`compressed_embeddings.cards.model_card`, written by `save_pretrained`): for every method, its
 text, size figures in the method's own terms, metadata, calibration, measured figures, and the card of a reloaded
 model."""
 
@@ -12,7 +12,7 @@ from tiny_tokenizers import gpt2_tokenizer
 from transformers import AutoModel, AutoModelForCausalLM, BertConfig, BertModel, LlamaConfig, LlamaForCausalLM
 
 from compressed_embeddings import CompressedEmbeddingConfig, collect_calibration, compress_model, model_card
-from compressed_embeddings.model_card import CARD_MARKER, METHOD_TEXTS, write_model_card
+from compressed_embeddings.cards import CARD_MARKER, METHOD_TEXTS, write_model_card
 from compressed_embeddings.modeling import CODE_FILES
 
 METHODS = ("autoencoder", "svd", "transform_coding")

@@ -46,8 +46,8 @@ def decompress_command_parser(subparsers) -> argparse.ArgumentParser:
 def _check_stock_folder(folder: Path) -> None:
     """Raise unless `folder` holds a stock checkpoint: config.json without auto_map or the compressed block and with
     a stock model_type, no code files, no model card of a compressed model."""
+    from ..cards import CARD_MARKER
     from ..configuration import CLASS_PREFIX, CONFIG_KEY, MODEL_TYPE_PREFIX
-    from ..model_card import CARD_MARKER
 
     config = json.loads((folder / "config.json").read_text())
     problems = [key for key in ("auto_map", CONFIG_KEY) if key in config]

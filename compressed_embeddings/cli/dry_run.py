@@ -146,7 +146,7 @@ def dry_run_sizes(
             f"{name} {'x'.join(map(str, t.shape))} {str(t.dtype).removeprefix('torch.')}": tensor_bytes([t])
             for name, t in layer.state_dict().items()
         }
-        stored, exact = sum(parts.values()), True
+        stored, exact = layer.stored_bytes(), True
     original = num_embeddings * embedding_dim * weight_dtype.itemsize
     seen: dict[int, object] = {}  # tied tensors are one object, saved once
     for tensor in meta.state_dict(keep_vars=True).values():

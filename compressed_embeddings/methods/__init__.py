@@ -60,7 +60,7 @@ class MethodConfig:
     Class attributes a method may set: `name` (what `CompressedEmbeddingConfig.method` says), `summary` (one line for
     the CLI's `--method` help), `decoder_bias` (the bias its decoder has unless the config says otherwise),
     `packed_codes` (its codes are packed integers, `codes_dtype="packed"`), `presets` (named recipes: preset name ->
-    settings), `card` (its text in the model card, a `model_card.MethodText`).
+    settings), `card` (its text in the model card, a `cards.MethodText`).
     """
 
     name: ClassVar[str] = ""

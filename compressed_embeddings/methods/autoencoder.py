@@ -30,10 +30,10 @@ from accelerate import Accelerator
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..cards import PAPER, PAPER_BIBTEX, MethodText, parameter_rows
 from ..configuration import CompressedEmbeddingConfig
 from ..layer import build_decoder
 from ..losses import direction_loss, l1_power
-from ..model_card import PAPER, PAPER_BIBTEX, MethodText, parameter_rows
 from . import MethodConfig, MethodOutput, register_method
 from .svd import svd as svd_method
 

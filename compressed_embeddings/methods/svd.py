@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..cards import PAPER, PAPER_BIBTEX, MethodText, no_history, parameter_rows
 from ..configuration import CompressedEmbeddingConfig
-from ..model_card import PAPER, PAPER_BIBTEX, MethodText, no_history, parameter_rows
 from . import MethodConfig, MethodOutput, register_method
 
 EXACT_LIMIT = 50_000_000  # "auto" uses the exact solver up to this many entries, or when d <= 8192

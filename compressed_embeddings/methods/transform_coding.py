@@ -27,9 +27,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ..cards import MethodText
 from ..configuration import CompressedEmbeddingConfig, CompressedEmbeddingConfigError
 from ..layer import Int8Linear, build_decoder
-from ..model_card import MethodText
 from ..packed_codes import MAX_BITS, grid_points, row_bytes
 from ..packed_runtime import grid_of
 from . import MethodConfig, MethodOutput, register_method

@@ -16,7 +16,7 @@ package) save like any transformers model, without a card.
 Example:
 
 ```python
->>> from compressed_embeddings.model_card import model_card
+>>> from compressed_embeddings.cards import model_card
 >>> print(model_card(model, repo_id="me/smollm2-ae10").data.to_yaml())  # doctest: +SKIP
 base_model: HuggingFaceTB/SmolLM2-135M-Instruct
 library_name: transformers
