@@ -22,7 +22,7 @@ from .configuration import CONFIG_KEY, CompressedEmbeddingConfig, compressed_con
 from .evaluation import embedding_fidelity
 from .hub import hub_model_id
 from .layer import CompressedEmbedding, CompressedOutputHead
-from .methods import run_method
+from .methods import run_method, uses_calibration
 from .modeling import CompressedModelMixin, compressed_model_class, head_is_tied, install_compressed_embedding
 
 logger = logging.get_logger(__name__)
@@ -311,7 +311,7 @@ def compress_model(
         zero_padding_row=bool(padding_idx is not None and not weight[padding_idx].any()),
         base_model=config.base_model or hub_model_id(model.config.name_or_path),
     )
-    if spec.method == "transform_coding":
+    if uses_calibration(spec.method):
         calibration = resolve_calibration(model, calibration, tokenizer, show_progress=show_progress)
         spec = replace(spec, calibration_data=calibration.source if calibration is not None else None)
     else:
@@ -344,14 +344,14 @@ def _become_compressed(
 
 
 def choice_line(spec: CompressedEmbeddingConfig) -> str:
-    """One line: which method compresses, why, and on what it was calibrated."""
-    if spec.method == "transform_coding":
-        why = "the best measured method: it keeps a language model's perplexity where the others break it"
-        data = f"calibrated on {spec.calibration_data}" if spec.calibration_data else "data-free"
-        return f"Compressing with transform_coding ({why}; docs/results/quality.md), {data}."
-    size = f" at code width k={spec.code_dim}" if spec.code_dim is not None else ""
-    paper = " (the paper's AutoEncoder, its published recipe)" if spec.method == "autoencoder" else ""
-    return f"Compressing with {spec.method}{paper}{size}."
+    """One line: which method compresses, why (its `summary`), its size, and on what it was calibrated."""
+    summary = getattr(spec.method_class, "summary", "")
+    why = f" ({summary})" if summary else ""
+    size = f" at code width k={spec.code_dim}" if spec.code_dim is not None and spec.codes_dtype != "packed" else ""
+    data = ""
+    if uses_calibration(spec.method):
+        data = f", calibrated on {spec.calibration_data}" if spec.calibration_data else ", data-free"
+    return f"Compressing with {spec.method}{why}{size}{data}."
 
 
 def decompress_model(model: PreTrainedModel) -> PreTrainedModel:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..configuration import CompressedEmbeddingConfig
-from ..methods import registered_methods
+from ..methods import registered_methods, uses_calibration
 from .common import (
     CommandError,
     add_dtype_argument,
@@ -108,7 +108,8 @@ def _method_help() -> tuple[str, str]:
         for name, entry in methods.items()
     ]
     text = " or ".join([", ".join(listed[:-1]), listed[-1]] if len(listed) > 1 else listed)
-    text += ". A method's settings are the flags of its group below; the other methods' are ignored, with a warning."
+    text += f". Default: {next(iter(methods))}. A method's settings are the flags of its group below; the other "
+    text += "methods' are ignored, with a warning."
     return "{" + ",".join(methods) + "}", text.replace("%", "%%")
 
 
@@ -208,8 +209,9 @@ def _compression_config(args: argparse.Namespace):
     if args.decoder_dtype:
         fields["decoder_dtype"] = None if args.decoder_dtype == "float" else args.decoder_dtype
     config = CompressedEmbeddingConfig(**fields, **_method_settings(args))
-    if args.calibration_text and config.method != "transform_coding":
-        raise CommandError("--calibration-text is used by --method transform_coding only; drop it or change method.")
+    if args.calibration_text and not uses_calibration(config.method):
+        users = " or ".join(name for name in registered_methods() if uses_calibration(name))
+        raise CommandError(f"--calibration-text is used by --method {users} only; drop it or change method.")
     return config
 
 
@@ -245,7 +247,7 @@ def compress_command(args: argparse.Namespace) -> int:
     sources = args.calibration_text or ["generic"]
     keyword = _calibration_keyword(args)
     calibration_texts = None
-    if config.method == "transform_coding" and keyword is None:
+    if uses_calibration(config.method) and keyword is None:
         from ..texts import load_texts
 
         calibration_texts = [doc for source in sources for doc in load_texts(source)]
@@ -260,7 +262,7 @@ def compress_command(args: argparse.Namespace) -> int:
     )
     accelerator = default_accelerator()  # under `accelerate launch`, the processes train together
     calibration = None
-    if config.method == "transform_coding":
+    if uses_calibration(config.method):
         start = time.perf_counter()
         tokenizer = _tokenizer_or_none(args.model, args.revision)
         if calibration_texts is not None:

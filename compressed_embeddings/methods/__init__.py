@@ -193,6 +193,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def uses_calibration(name: str) -> bool:
+    """Whether the method `name` takes calibration statistics (its function declares `calibration`)."""
+    return "calibration" in inspect.signature(get_method(name)).parameters
+
+
 def get_method(name: str) -> Method:
     """The function registered for `name`."""
     if name not in _REGISTRY:
@@ -215,11 +220,7 @@ def run_method(
     extra: dict[str, Any] = {"dtype": dtype} if "dtype" in accepted else {}
     if calibration is not None:
         if "calibration" not in accepted:
-            users = [
-                name
-                for name, entry in _REGISTRY.items()
-                if "calibration" in inspect.signature(entry.function).parameters
-            ]
+            users = [name for name in _REGISTRY if uses_calibration(name)]
             raise ValueError(
                 f"method={config.method!r} does not use calibration statistics; drop `calibration` or use "
                 f"method={' or '.join(map(repr, users)) or 'another method'}."
@@ -238,4 +239,5 @@ __all__ = [
     "registered_methods",
     "get_method",
     "run_method",
+    "uses_calibration",
 ]
