@@ -187,40 +187,34 @@ class CompressedEmbeddingConfig:
         self.validate()
 
     def _settings(self, given: Any, flat: dict[str, Any]) -> Any:
-        """The method's settings: `given` (its settings object or a dict) updated by the settings passed flat."""
-        cls = self.method_class
+        """The method's settings: `given` (its settings object or a dict) updated by the settings passed flat; a
+        setting of another method is checked by that method's rules, then ignored with a warning."""
+        cls, values = self.method_class, dataclasses.asdict(given) if dataclasses.is_dataclass(given) else given
         if cls is None:  # no such method registered here (remote code): keep the settings as data
-            return {**(dataclasses.asdict(given) if dataclasses.is_dataclass(given) else dict(given or {})), **flat}
-        if isinstance(given, cls):
-            given = dataclasses.asdict(given)
-        elif given is not None and not isinstance(given, dict):
+            return {**(values or {}), **flat}
+        if not isinstance(values, dict | None) or (dataclasses.is_dataclass(given) and not isinstance(given, cls)):
             raise CompressedEmbeddingConfigError(
                 f"CompressedEmbeddingConfig.method_config is invalid: got a {type(given).__name__}; expected a "
                 f"{cls.__name__} (the settings of method={self.method!r}), a dict, or None."
             )
         own = _setting_names(cls)
-        values = {**dict(given or {}), **{key: value for key, value in flat.items() if key in own}}
-        self._check_foreign({key: value for key, value in flat.items() if key not in own})
-        unknown = sorted(set(values) - own, key=str)
-        if unknown:  # only from a dict `method_config` (a config.json): drop, as `from_dict` drops unknown keys
-            logger.warning(f"Ignoring unknown settings {unknown} of method {self.method!r}.")
-        return cls(**{key: value for key, value in values.items() if key in own})
-
-    def _check_foreign(self, flat: dict[str, Any]) -> None:
-        """Settings of other methods: check them with their method's rules, then ignore them with a warning."""
         for key, value in flat.items():
-            owners = [cls for cls in METHOD_CONFIGS.values() if key in _setting_names(cls)]
+            owners = [other for other in METHOD_CONFIGS.values() if key in _setting_names(other)]
             if not owners:
                 raise TypeError(
                     f"CompressedEmbeddingConfig got an unexpected keyword argument {key!r}: neither a field nor a "
-                    f"setting of a registered method. Settings of method={self.method!r}: "
-                    f"{sorted(_setting_names(self.method_class))}."
+                    f"setting of a registered method (method={self.method!r} has settings {sorted(own)})."
                 )
-            for owner in owners:
-                owner(**{key: value}).validate()
-            logger.warning(
-                f"{key}={value!r} is a setting of method {owners[0].name!r}, not of method={self.method!r}: ignored."
-            )
+            if cls not in owners:
+                for owner in owners:
+                    owner(**{key: value}).validate()
+                logger.warning(
+                    f"{key}={value!r} is a setting of method {owners[0].name!r}, not {self.method!r}: ignored"
+                )
+        values = {**(values or {}), **{key: value for key, value in flat.items() if key in own}}
+        if unknown := sorted(set(values) - own, key=str):  # from a config.json's dict: dropped, as from_dict does
+            logger.warning(f"Ignoring unknown settings {unknown} of method {self.method!r}.")
+        return cls(**{key: value for key, value in values.items() if key in own})
 
     @property
     def method_class(self) -> type | None:

@@ -67,9 +67,6 @@ class CorruptCheckpointError(OSError):
 
 
 _RECREATE = "re-create the checkpoint with `compressed-embeddings compress BASE_MODEL --output DIR`"
-_PICKLE_OPT_IN = (
-    "opt in with `from_pretrained(..., use_safetensors=False)`, then `save_pretrained` it to convert it (safetensors)"
-)
 
 
 def compressed_spec(config) -> CompressedEmbeddingConfig:
@@ -340,8 +337,11 @@ def looks_like_local_path(source) -> bool:
     return shaped or hasattr(source, "__fspath__")
 
 
-def refuse_pickle_only(source, error: OSError, subfolder: str = "", opt_in: str = _PICKLE_OPT_IN) -> None:
+def refuse_pickle_only(source, error: OSError, subfolder: str = "", opt_in: str | None = None) -> None:
     """Raise `UnsafeCheckpointError` (advising `opt_in`) if `error` says that `source` has pickle weights only."""
+    opt_in = (
+        opt_in or "opt in with `from_pretrained(..., use_safetensors=False)`, then `save_pretrained` it to convert it"
+    )
     local = Path(str(source), subfolder).expanduser()
     if "safetensors" in str(error) and (not local.is_dir() or any(local.glob("*.bin*"))):
         raise UnsafeCheckpointError(
