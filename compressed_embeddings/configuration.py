@@ -108,17 +108,13 @@ class CompressedEmbeddingConfig:
         freeze_codes (`bool`, *optional*, defaults to `True`):
             Whether the codes are frozen when the compressed model is trained (the decoder trains), as in the paper.
         compress_output_head (`bool`, *optional*, defaults to `True`):
-            For models whose output head is tied to the input embedding: `True` ties the head to the compressed
-            representation; `False` unties it and keeps the original output matrix (the "input only" variant).
+            A tied output head stays tied to the codes; `False` unties it and keeps its original matrix ("input only").
         codes_dtype (`str`, *optional*):
-            Storage of the codes: `"float16"`, `"bfloat16"`, or `"int8"` with one scale per row (dequantised on the
-            fly; frozen). Default: the model's dtype. Counted in `CompressionReport.stored_bytes`. `"packed"` (set by
-            and only for methods with packed codes, `transform_coding`): integers of 0-8 bits indexing per-column
-            codebooks.
+            Storage of the codes: the model's dtype (default), `"float16"`, `"bfloat16"`, `"int8"` (one scale per row;
+            frozen), or `"packed"` (methods with packed codes only: 0-8 bit integers indexing per-column codebooks).
         decoder_dtype (`str`, *optional*):
-            `"int8"`: a linear decoder's weight is stored as int8 with one scale per code column (`Int8Linear`,
-            frozen; scales and bias train); `"float"`: the model's dtype. Default: the method's choice
-            (`transform_coding`: int8, the others: float), fixed when the config is resolved.
+            `"int8"` (a linear decoder's weight as int8, one scale per code column: `Int8Linear`) or `"float"` (the
+            model's dtype). Default: the method's choice (`transform_coding`: int8), fixed when resolved.
         code_bits (`list[list[int]]`, *optional*): Bits of each code column, per tier (packed codes; filled).
         tier_sizes (`list[int]`, *optional*): Rows in each tier (packed codes; filled).
         num_embeddings (`int`, *optional*): Rows V of the replaced embedding (filled).
@@ -225,9 +221,7 @@ class CompressedEmbeddingConfig:
         settings = self.__dict__.get("method_config")
         if not name.startswith("__") and name in _setting_names(settings):
             return settings[name] if isinstance(settings, dict) else getattr(settings, name)
-        raise AttributeError(
-            f"{type(self).__name__!r} object (method={self.__dict__.get('method')!r}) has no attribute {name!r}"
-        )
+        raise AttributeError(f"CompressedEmbeddingConfig (method={self.__dict__.get('method')!r}) has no {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         settings = self.__dict__.get("method_config")
@@ -322,9 +316,8 @@ class CompressedEmbeddingConfig:
     @property
     def use_decoder_bias(self) -> bool:
         """The decoder bias actually used: `decoder_bias`, or the method's default."""
-        if self.decoder_bias is not None:
-            return self.decoder_bias
-        return getattr(self.method_class, "decoder_bias", self.method != "svd")  # the rule of format version 1
+        default = getattr(self.method_class, "decoder_bias", self.method != "svd")  # (format 1's rule)
+        return default if self.decoder_bias is None else self.decoder_bias
 
     def decoder_parameters(self, code_dim: int, hidden_size: int) -> int:
         """Number of parameters of the decoder `code_dim -> ... -> hidden_size`."""
@@ -342,10 +335,7 @@ class CompressedEmbeddingConfig:
 
     def _registered(self) -> Any:
         if self.method_class is None:
-            raise CompressedEmbeddingConfigError(
-                f"method={self.method!r} is not registered in this process: import the package that defines it "
-                "(`import compressed_embeddings` for the built-in methods)."
-            )
+            raise CompressedEmbeddingConfigError(f"method={self.method!r} is not registered: import its package.")
         return self.method_config
 
     def resolved(self, **facts: Any) -> "CompressedEmbeddingConfig":
@@ -377,13 +367,9 @@ class CompressedEmbeddingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, require_resolved: bool = False) -> "CompressedEmbeddingConfig":
-        """Build from a dict (format 2, or format 1 whose method settings were flat). Keys unknown to this version are
-        dropped with a warning.
-
-        Args:
-            data: the block, e.g. `model.config.compressed_embedding`.
-            require_resolved: also require the layer facts that loading a checkpoint needs.
-        """
+        """Build from a block (`model.config.compressed_embedding`; format 2, or format 1 whose settings were flat).
+        Keys unknown to this version are dropped with a warning; `require_resolved` also requires the layer facts that
+        loading a checkpoint needs."""
         if not isinstance(data, dict):
             raise CompressedEmbeddingConfigError(
                 f"The `{CONFIG_KEY}` block must be a JSON object, got {type(data).__name__}: {data!r}."

@@ -20,14 +20,11 @@ logger = logging.get_logger(__name__)
 #: The module of each decoder activation that `configuration.ACTIVATIONS` names.
 ACTIVATION_MODULES = {"elu": nn.ELU, "gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 #: The torch dtype of each unpacked codes storage that `configuration.CODES_DTYPES` names.
-CODES_TORCH_DTYPES = {
-    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8,
-}  # fmt: skip
+CODES_TORCH_DTYPES = {name: getattr(torch, name) for name in ("float32", "float16", "bfloat16", "int8")}
 
 
 def absmax_int8(values: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """int8 `values` and their absmax scales along `dim` (one scale per slice reduced over `dim`), `values ~ int8 *
-    scales`: the int8 rounding of int8 codes (one scale per row) and of `Int8Linear` (one per input column)."""
+    """int8 `values` and their absmax scales along `dim` (`values ~ int8 * scales`): int8 codes, `Int8Linear`."""
     values = values.detach().float()
     scales = values.abs().amax(dim).clamp_min(1e-12) / 127.0
     return torch.round(values / scales.unsqueeze(dim)).clamp_(-127, 127).to(torch.int8), scales
