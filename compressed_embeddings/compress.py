@@ -39,6 +39,8 @@ class CompressionReport:
     Bytes are counted against the embedding in the model's own dtype (`dtype`, `original_bytes`, `bytes_ratio`),
     with fp32 and bf16 beside. `runtime_bytes` is what the layer holds while a model runs: the stored tensors plus,
     for packed codes, their runtime layout (the integer matrices a tied head multiplies; see `packed_runtime`).
+    `stage_seconds` times the stages: calibration (by `compress_model`), the method's own (transform coding:
+    transform, allocation, quantisation, fitting), building the layer and measuring its fidelity.
     """
 
     method: str
@@ -63,6 +65,7 @@ class CompressionReport:
     bytes_ratio: float = 0.0
     runtime_bytes: int = 0
     mean_bits: float | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,6 +123,7 @@ def compress_embedding(
         config = config.resolved(num_embeddings=matrix.shape[0], embedding_dim=matrix.shape[1])
     start = time.perf_counter()
     output = run_method(matrix, config, show_progress=show_progress, calibration=calibration, dtype=dtype)
+    stages = dict(output.stage_seconds) or {"method": time.perf_counter() - start}
     if output.config_updates:  # the layout the method chose (packed codes: bits and tiers)
         config = replace(config, **output.config_updates)
     layer = CompressedEmbedding.from_config(config, dtype=dtype)
@@ -130,8 +134,10 @@ def compress_embedding(
             layer.set_codes(output.codes)
         layer.load_decoder_state(output.decoder_state)
     wall_time = time.perf_counter() - start
+    stages["layer"] = wall_time - sum(stages.values())
     with torch.no_grad():
         fidelity = embedding_fidelity(matrix, layer.decoded_rows)  # decodes chunk by chunk: no second V x d copy
+    stages["fidelity"] = time.perf_counter() - start - wall_time
     stored = layer.stored_parameters()
     stored_bytes = layer.stored_bytes()
     runtime = layer.packed_runtime()
@@ -159,6 +165,7 @@ def compress_embedding(
         bytes_ratio=layer.compression_ratio(dtype),
         runtime_bytes=stored_bytes + (runtime.nbytes() if runtime is not None else 0),
         mean_bits=layer.packed.mean_bits if layer.codes is None else None,
+        stage_seconds=stages,
     )
     return layer, report
 
@@ -311,15 +318,18 @@ def compress_model(
         zero_padding_row=bool(padding_idx is not None and not weight[padding_idx].any()),
         base_model=config.base_model or hub_model_id(model.config.name_or_path),
     )
+    calibration_start = time.perf_counter()
     if uses_calibration(spec.method):
         calibration = resolve_calibration(model, calibration, tokenizer, show_progress=show_progress)
         spec = replace(spec, calibration_data=calibration.source if calibration is not None else None)
     else:
         calibration = calibration if isinstance(calibration, CalibrationStats) else None
     (logger.warning if chosen_by_default else logger.info)(choice_line(spec))
+    calibration_seconds = time.perf_counter() - calibration_start
     layer, report = compress_embedding(
         weight, spec, dtype=weight.dtype, show_progress=show_progress, calibration=calibration
     )
+    report.stage_seconds = {"calibration": calibration_seconds, **report.stage_seconds}
     register_model_class(type(model))
     _become_compressed(model, layer, report.config, tie_head=tied)
     model.compression_report = report

@@ -78,13 +78,13 @@ def pack(values: torch.Tensor, widths: list[int]) -> torch.Tensor:
     [[5, 2, 1, 0], [7, 0, 0, 0]]
     ```
     """
-    values = values.to(torch.int64)
-    weights = 2 ** torch.arange(8, dtype=torch.int64, device=values.device)
+    values = values.to(torch.uint8)  # codes of at most 8 bits: a byte each, whatever the dtype they came in
+    weights = 2 ** torch.arange(8, dtype=torch.uint8, device=values.device)
     planes = []
     for plane, count in enumerate(_plane_widths(widths)):
         bits = (values[:, :count] >> plane) & 1
         padded = torch.nn.functional.pad(bits, (0, (-count) % 8)).view(values.shape[0], -1, 8)
-        planes.append((padded * weights).sum(-1).to(torch.uint8))
+        planes.append((padded * weights).sum(-1, dtype=torch.uint8))
     if not planes:
         return torch.empty(values.shape[0], 0, dtype=torch.uint8, device=values.device)
     return torch.cat(planes, dim=1)
@@ -171,7 +171,7 @@ class PackedCodes(nn.Module):
                 f"{tuple(values.shape)} with tier sizes {counts}."
             )
         for tier, widths in enumerate(self.bits):
-            rows = values[row_tiers == tier].to(torch.int64)
+            rows = values[row_tiers == tier]
             limit = torch.tensor([2**b for b in widths])
             if (rows < 0).any() or (rows >= limit).any():
                 raise ValueError(f"Tier {tier}: a code does not fit its column's bit width.")

@@ -94,8 +94,8 @@ def _recipes() -> dict:
 
 @pytest.mark.parametrize("name", sorted(CHECKPOINTS))
 def test_compressing_again_gives_the_tensors_format_1_stored(name, monkeypatch):
-    """The same recipe on the same model gives, bitwise, the embedding 0.1.0 stored: moving the methods' settings
-    into their own classes changed no result."""
+    """The same recipe on the same model gives the embedding 0.1.0 stored: bitwise, but for transform coding's float
+    tensors (equal to float rounding); moving the methods' settings into their own classes changed no result."""
     import compressed_embeddings.calibration as calibration
     from compressed_embeddings import compress_model
 
@@ -108,4 +108,8 @@ def test_compressing_again_gives_the_tensors_format_1_stored(name, monkeypatch):
     stored = load_file(str(FIXTURES / name / "model.safetensors"))
     prefix = "model.embed_tokens." if "llama" in name else "bert.embeddings.word_embeddings."
     for key, tensor in model.get_input_embeddings().state_dict().items():
-        assert torch.equal(tensor, stored[prefix + key]), key
+        if tensor.is_floating_point() and name.endswith("transform_coding"):
+            # Lloyd-Max sums its buckets in float64 since (issue 19): codebooks and decoder agree to float rounding
+            torch.testing.assert_close(tensor, stored[prefix + key], rtol=1e-4, atol=1e-6, msg=key)
+        else:
+            assert torch.equal(tensor, stored[prefix + key]), key

@@ -43,6 +43,7 @@ class MethodOutput:
 
     A method whose codes are packed integers returns `codes=None` and `packed` (the arguments of
     `PackedCodes.set_codes`: `values`, `row_tiers`, `codebooks`), with the layout it chose in `config_updates`.
+    `stage_seconds` optionally times its stages (`CompressionReport.stage_seconds` lists them).
     """
 
     codes: torch.Tensor | None
@@ -50,6 +51,7 @@ class MethodOutput:
     loss_history: list[float] = field(default_factory=list)
     packed: dict[str, Any] | None = None
     config_updates: dict[str, Any] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -21,6 +21,7 @@ budget `bytes(E) / compression_ratio`.
 import dataclasses
 import heapq
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -42,6 +43,7 @@ _GAUSSIAN_DISTORTION = (1.0, 0.3634, 0.1175, 0.03454, 0.009497, 0.002499, 0.0006
 # uses.
 _GRID_DISTORTION = (1.0, 0.3634, 0.1189, 0.03679, 0.009497, 0.002499, 0.000642, 0.000163, 0.0000413)
 LLOYD_ITERATIONS = 20
+CHUNK_ROWS = 16384  # rows transformed at a time (float64)
 GRID_ITERATIONS = 20
 
 
@@ -95,21 +97,48 @@ def allocate_bits(
     return [sorted(widths, reverse=True) for widths in bits]
 
 
-def lloyd_max(values: torch.Tensor, levels: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+class _SortedValues:
+    """Values sorted once, with float64 prefix sums of them and of their squares, so that one Lloyd step (assign every
+    value to its nearest centroid, then sum each bucket) costs `O(levels log n)` instead of `O(n)`."""
+
+    def __init__(self, values: torch.Tensor) -> None:
+        self.values = values.sort().values
+        ordered, zero = self.values.double(), torch.zeros(1, dtype=torch.float64)
+        self.sums = torch.cat([zero, ordered.cumsum(0)])
+        self.squares = torch.cat([zero, (ordered * ordered).cumsum(0)])
+
+    def buckets(self, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(count, sum, sum of squares)` of the values nearest each of the sorted `centroids` (a value halfway between
+        two goes to the lower one, as `torch.bucketize` assigns it)."""
+        bounds = torch.searchsorted(self.values, (centroids[:-1] + centroids[1:]) / 2, right=True)
+        edges = torch.cat([bounds.new_zeros(1), bounds, bounds.new_full((1,), self.values.numel())])
+        lo, hi = edges[:-1], edges[1:]
+        return (hi - lo).double(), self.sums[hi] - self.sums[lo], self.squares[hi] - self.squares[lo]
+
+
+def _nearest(values: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """The index of each value's nearest centroid (sorted centroids; halfway: the lower one)."""
+    return torch.bucketize(values, (centroids[:-1] + centroids[1:]) / 2)
+
+
+def lloyd_max(
+    values: torch.Tensor, levels: int, generator: torch.Generator, ordered: _SortedValues | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """1-D k-means (Lloyd-Max) of `values` into `levels` sorted centroids; returns (centroids, index of each value).
 
-    Every value is assigned to its nearest centroid (the optimal assignment for the returned codebook).
+    Every value is assigned to its nearest centroid (the optimal assignment for the returned codebook). The steps run
+    on the values sorted once (`ordered`, built here when not given).
     """
     if levels == 1:
         return values.mean().reshape(1), torch.zeros_like(values, dtype=torch.int64)
     sample = values[torch.randperm(values.numel(), generator=generator)[:65536]]
     centroids = torch.quantile(sample, torch.linspace(0.5 / levels, 1 - 0.5 / levels, levels, dtype=values.dtype))
+    ordered = ordered if ordered is not None else _SortedValues(values)
     for _ in range(LLOYD_ITERATIONS):
-        index = torch.bucketize(values, (centroids[:-1] + centroids[1:]) / 2)
-        sums = torch.zeros(levels, dtype=values.dtype).index_add_(0, index, values)
-        counts = torch.bincount(index, minlength=levels).to(values.dtype)
-        centroids, _ = torch.where(counts > 0, sums / counts.clamp_min(1), centroids).sort()
-    return centroids, torch.bucketize(values, (centroids[:-1] + centroids[1:]) / 2)
+        counts, sums, _ = ordered.buckets(centroids)
+        means = (sums / counts.clamp_min(1)).to(values.dtype)
+        centroids, _ = torch.where(counts > 0, means, centroids).sort()
+    return centroids, _nearest(values, centroids)
 
 
 def grid_lloyd_max(
@@ -131,7 +160,10 @@ def grid_lloyd_max(
     True
     ```
     """
-    centroids, index = lloyd_max(values, levels, generator)
+    if levels == 1:
+        return lloyd_max(values, levels, generator)
+    ordered = _SortedValues(values)
+    centroids, index = lloyd_max(values, levels, generator, ordered)
     if levels <= 2:  # two points always lie on the grid through them
         return centroids, index
     best, best_error = None, float("inf")
@@ -140,14 +172,14 @@ def grid_lloyd_max(
         step = (hi - lo) / (points - 1)
         snapped = centroids.double() if step == 0 else lo + step * torch.round((centroids.double() - lo) / step)
         snapped = snapped.to(values.dtype)
-        index = torch.bucketize(values, (snapped[:-1] + snapped[1:]) / 2)
-        error = (values - snapped[index]).double().pow(2).sum().item()
+        counts, sums, squares = ordered.buckets(snapped)
+        at = snapped.double()
+        error = (squares - 2 * at * sums + counts * at * at).sum().item()  # sum of (value - its centroid)^2
         if error < best_error:
-            best, best_error = (snapped, index), error
-        sums = torch.zeros(levels, dtype=values.dtype).index_add_(0, index, values)
-        counts = torch.bincount(index, minlength=levels).to(values.dtype)
-        centroids, _ = torch.where(counts > 0, sums / counts.clamp_min(1), snapped).sort()
-    return best
+            best, best_error = snapped, error
+        means = (sums / counts.clamp_min(1)).to(values.dtype)
+        centroids, _ = torch.where(counts > 0, means, snapped).sort()
+    return best, _nearest(values, best)
 
 
 def _metric(config: CompressedEmbeddingConfig, calibration, d: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,11 +309,18 @@ def _fill_padding(
 KL_LEARNING_RATE = 3e-4
 KL_BATCH_TOKENS = 256
 KL_INPUT_ROWS = 4096
+# Up to this many rows every fitting step's softmax runs over the whole vocabulary. Beyond, each step computes the
+# logits of `KL_SAMPLED_ROWS` rows: the `KL_TOP_ROWS` most important ones and a fresh uniform sample of the others,
+# each sampled row standing for `others / sampled` rows in both distributions' normalisers (a self-normalised
+# estimate of the full KL), so that a step costs the same for 262,144 rows as for 32,768.
+KL_FULL_VOCAB = 65536
+KL_SAMPLED_ROWS = 32768
+KL_TOP_ROWS = 16384
 
 
 def fit_to_logits(
     matrix: torch.Tensor,
-    index: torch.Tensor,
+    codes: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     weight: torch.Tensor,
     bias: torch.Tensor,
@@ -293,7 +332,8 @@ def fit_to_logits(
     int8: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]:
     """Fit the codebooks and the linear decoder (the integer codes stay) so that a tied head's next-token
-    distribution `softmax(h E_hat^T)`, `E_hat = codebook[index] W^T + b`, matches the original `softmax(h E^T)` on
+    distribution `softmax(h E_hat^T)`, `E_hat = codebook[index] W^T + b` (`codes = (values, starts, tiers)`: entry
+    `(v, i)` of `index` is `values[v, i] + starts[tiers[v], i]`), matches the original `softmax(h E^T)` on
     the stored hidden states `hidden` (KL divergence, `KL_BATCH_TOKENS` states per Adam step), plus the relative
     squared error of `KL_INPUT_ROWS` rows drawn by `row_weights` (the input side). Each codebook stays on its grid:
     `grid = (offsets, spans, fractions, columns)` gives `codebook = offsets[columns] + spans[columns] * fractions`
@@ -316,18 +356,42 @@ def fit_to_logits(
     def codebook() -> torch.Tensor:
         return offsets[columns] + spans[columns] * fractions
 
+    values, starts, tiers = codes
+
+    def index_of(rows) -> torch.Tensor:  # the joined codebooks' entries of these rows
+        return values[rows].long() + starts[tiers[rows]]
+
+    num_rows = matrix.shape[0]
+    sampled = num_rows > KL_FULL_VOCAB
+    index = None if sampled else index_of(slice(None))
+    if sampled:
+        top = torch.topk(row_weights, KL_TOP_ROWS).indices
+        others = torch.ones(num_rows, dtype=torch.bool)
+        others[top] = False
+        others = others.nonzero().flatten()
+        draws = KL_SAMPLED_ROWS - KL_TOP_ROWS
+        log_weight = torch.cat([torch.zeros(KL_TOP_ROWS), torch.full((draws,), math.log(others.numel() / draws))])
+
     history = []
     for _ in tqdm(range(steps), desc="fitting to the logits", disable=not show_progress):
         h = hidden[torch.randint(0, hidden.shape[0], (KL_BATCH_TOKENS,), generator=generator)]
-        with torch.no_grad():
-            teacher = (h @ matrix.T).log_softmax(-1)
-        values = codebook()[index]
         used = weight + (Int8Linear.rounded(weight) - weight).detach() if int8 else weight  # straight-through
-        student = ((h @ used) @ values.T + (h @ bias)[:, None]).log_softmax(-1)
-        kl = (teacher.exp() * (teacher - student)).sum(-1).mean()
         rows = torch.multinomial(row_weights, KL_INPUT_ROWS, replacement=True, generator=generator)
+        if sampled:  # the logits of the top rows and a sample of the others, weighted in the normalisers
+            vocab = torch.cat([top, others[torch.randperm(others.numel(), generator=generator)[:draws]]])
+            with torch.no_grad():
+                teacher = (h @ matrix[vocab].T + log_weight).log_softmax(-1)
+            student = ((h @ used) @ codebook()[index_of(vocab)].T + (h @ bias)[:, None] + log_weight).log_softmax(-1)
+            decoded = codebook()[index_of(rows)]
+        else:
+            with torch.no_grad():
+                teacher = (h @ matrix.T).log_softmax(-1)
+            decoded = codebook()[index]
+            student = ((h @ used) @ decoded.T + (h @ bias)[:, None]).log_softmax(-1)
+            decoded = decoded[rows]
+        kl = (teacher.exp() * (teacher - student)).sum(-1).mean()
         target = matrix[rows]
-        inputs = (values[rows] @ used.T + bias - target).pow(2).sum() / target.pow(2).sum()
+        inputs = (decoded @ used.T + bias - target).pow(2).sum() / target.pow(2).sum()
         optimizer.zero_grad()
         (kl + inputs).backward()
         optimizer.step()
@@ -484,22 +548,35 @@ def transform_coding(
     """Transform coding of `matrix` at `config.compression_ratio` (bytes vs the embedding in `dtype`). The loss
     history holds the relative quantisation error (in the transformed space), then the KL of each fitting step."""
     num_rows, d = matrix.shape
+    clock, stages = time.perf_counter(), {}
+
+    def stage(name: str) -> None:  # the seconds since the previous stage ended
+        nonlocal clock
+        stages[name], clock = time.perf_counter() - clock, time.perf_counter()
+
     element_size = torch.empty((), dtype=dtype).element_size()
     forward, inverse = _metric(config, calibration, d)
-    transformed = matrix.double() @ forward
-    mean = transformed.mean(0)
-    transformed -= mean
-    _, axes = torch.linalg.eigh(transformed.T @ transformed)
+    chunks = [
+        slice(start, start + CHUNK_ROWS) for start in range(0, num_rows, CHUNK_ROWS)
+    ]  # float64 a chunk at a time
+    mean = sum(matrix[rows].double().sum(0) for rows in chunks) @ forward / num_rows
+    gram = torch.zeros(d, d, dtype=torch.float64)
+    for rows in chunks:
+        centred = matrix[rows].double() @ forward - mean
+        gram += centred.T @ centred
+    _, axes = torch.linalg.eigh(gram)
     axes = axes.flip(1)
     signs = torch.sign(axes[axes.abs().argmax(0), torch.arange(d)])  # a deterministic sign per axis
     axes = axes * torch.where(signs == 0, 1.0, signs)
-    rotated = (transformed @ axes).float()
-    del transformed
+    rotated = torch.empty(num_rows, d)
+    for rows in chunks:
+        rotated[rows] = ((matrix[rows].double() @ forward - mean) @ axes).float()
     importance = row_importance(calibration, num_rows, config.input_weight)
     tiers = _tiers(importance, num_rows, config.first_tier_rows)
     sizes = torch.bincount(tiers, minlength=int(tiers.max()) + 1).tolist()
     variances = torch.stack([rotated[tiers == tier].var(0, unbiased=False) for tier in range(len(sizes))])
     weights = [1.0] if importance is None else [float(importance[tiers == t].sum()) for t in range(len(sizes))]
+    stage("transform")
 
     decoder = _decoder_bytes(d, dtype, config.decoder_dtype == "int8")
     budget, fixed, _ = byte_budget(num_rows, d, dtype, config, sizes)  # fixed: tier bytes, 1-entry codebooks
@@ -521,9 +598,10 @@ def transform_coding(
                 hi = mid
     spare = budget - _stored_bytes(bits, sizes, decoder, element_size)
     bits = _fill_padding(bits, variances, weights, spare, element_size)
+    stage("allocation")
 
     generator = torch.Generator().manual_seed(config.seed)
-    values = torch.zeros(num_rows, d, dtype=torch.int64)
+    values = torch.zeros(num_rows, d, dtype=torch.uint8)  # every code has at most 8 bits
     squared_error = 0.0
     codebooks = []
     starts = []  # where each (tier, column) codebook starts in all the codebooks joined
@@ -531,43 +609,51 @@ def transform_coding(
     steps = tqdm(total=sum(len(w) for w in bits), desc="transform coding", disable=not show_progress)
     for tier, widths in enumerate(bits):
         rows = tiers == tier
+        columns = rotated[rows].T.contiguous()  # this tier's rows, one column after another
+        indices = torch.empty(columns.shape, dtype=torch.uint8)
         book = []
         starts.append([])
         for column, width in enumerate(widths):
-            centroids, index = grid_lloyd_max(rotated[rows, column], 2**width, grid_points(width), generator)
-            values[rows, column] = index
-            squared_error += (centroids[index] - rotated[rows, column]).double().pow(2).sum().item()
+            centroids, index = grid_lloyd_max(columns[column], 2**width, grid_points(width), generator)
+            indices[column] = index
+            squared_error += (centroids[index] - columns[column]).double().pow(2).sum().item()
             book.append(centroids)
             starts[tier].append(position)
             position += centroids.numel()
             steps.update()
+        values[rows] = indices.T
         codebooks.append(torch.cat(book))
     steps.close()
     decoder_matrix = axes.T @ inverse  # E_hat = Z_hat (P^T A^-1) + mu A^-1
     state = {"weight": decoder_matrix.T.float().contiguous(), "bias": (mean @ inverse).float()}
-    error = squared_error / max(rotated.double().pow(2).sum().item(), 1e-30)  # relative, in the transformed space
+    total = sum(rotated[rows].double().pow(2).sum().item() for rows in chunks)
+    error = squared_error / max(total, 1e-30)  # relative, in the transformed space
     history = [math.sqrt(float(error))]
+    stage("quantisation")
     hidden = getattr(calibration, "output_inputs", None)
     if config.kl_steps and hidden is None:
         logger.info("No calibration hidden states (collect_calibration keeps them): no fitting to the logits.")
     elif config.kl_steps and not config.tied_output_head:
         logger.warning("kl_steps=%d ignored: fitting to the logits needs a tied output head.", config.kl_steps)
     elif config.kl_steps:
-        index = values + torch.tensor(starts)[tiers]
+        del rotated
         flat, weight, bias, kl = fit_to_logits(
-            matrix, index, _entry_grid(codebooks, bits), state["weight"], state["bias"], hidden.float(),
-            None if importance is None else importance.clone(), config.kl_steps, config.seed, show_progress,
+            matrix, (values, torch.tensor(starts), tiers), _entry_grid(codebooks, bits), state["weight"],
+            state["bias"], hidden.float(), None if importance is None else importance.clone(), config.kl_steps,
+            config.seed, show_progress,
             config.decoder_dtype == "int8",
         )  # fmt: skip
         codebooks = list(flat.split([book.numel() for book in codebooks]))
         state = {"weight": weight, "bias": bias}
         history += kl
+        stage("fitting")
     return MethodOutput(
         codes=None,
         decoder_state=state,
         loss_history=history,
         packed={"values": values, "row_tiers": tiers, "codebooks": codebooks},
         config_updates={"code_bits": bits, "tier_sizes": sizes},
+        stage_seconds=stages,
     )
 
 
