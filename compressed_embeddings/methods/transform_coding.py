@@ -556,9 +556,8 @@ def transform_coding(
 
     element_size = torch.empty((), dtype=dtype).element_size()
     forward, inverse = _metric(config, calibration, d)
-    chunks = [
-        slice(start, start + CHUNK_ROWS) for start in range(0, num_rows, CHUNK_ROWS)
-    ]  # float64 a chunk at a time
+    # in float64 a chunk of rows at a time: no V x d float64 copy of the matrix
+    chunks = [slice(start, start + CHUNK_ROWS) for start in range(0, num_rows, CHUNK_ROWS)]
     mean = sum(matrix[rows].double().sum(0) for rows in chunks) @ forward / num_rows
     gram = torch.zeros(d, d, dtype=torch.float64)
     for rows in chunks:
