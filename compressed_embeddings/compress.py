@@ -343,13 +343,9 @@ def _become_compressed(
     """Make `model` (in place) the compressed model `spec` describes: its class and config class become the compressed
     family's (`CompressedLlamaForCausalLM`, `CompressedLlamaConfig`), the config carries `spec`, and `layer` is
     installed as its embedding (`install_compressed_embedding`)."""
-    model_class = compressed_model_class(type(model))
-    config_class = model_class.config_class  # the compressed variant of the family's config class
-    if config_class.base_config_class is not type(model.config):
-        config_class = compressed_config_class(type(model.config))
-    model.config.__class__ = config_class
+    model.config.__class__ = compressed_config_class(type(model.config))
     setattr(model.config, CONFIG_KEY, spec.to_dict())
-    model.__class__ = model_class
+    model.__class__ = compressed_model_class(type(model))
     install_compressed_embedding(model, layer, tie_head=tie_head)
 
 
