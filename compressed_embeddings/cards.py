@@ -237,7 +237,8 @@ def _figures(model) -> dict:
         "bytes_ratio": layer.compression_ratio(dtype),
         "fp32_ratio": layer.compression_ratio(torch.float32),
         "runtime_bytes": None if runtime is None else runtime.nbytes(),
-        "tied": isinstance(model.get_output_embeddings(), CompressedOutputHead),
+        "tied": isinstance(head := model.get_output_embeddings(), CompressedOutputHead) and head.tied,
+        "own_head": _own_head_figures(head, dtype),
         "code_bits": None if packed is None else packed.bits,
         "tier_sizes": None if packed is None else packed.tier_sizes,
         "mean_bits": None if packed is None else packed.mean_bits,
@@ -250,6 +251,15 @@ def _figures(model) -> dict:
         ),
         "int8_decoder": spec.decoder_dtype == "int8",
     }
+
+
+def _own_head_figures(head, dtype) -> dict | None:
+    """Bytes of an untied output head compressed with codes of its own (None for any other head)."""
+    if not isinstance(head, CompressedOutputHead) or head.tied:
+        return None
+    layer = head.embedding
+    original = layer.num_embeddings * layer.embedding_dim * dtype.itemsize
+    return {"original_bytes": original, "stored_bytes": layer.stored_bytes(), "ratio": layer.compression_ratio(dtype)}
 
 
 def _runtime_line(size: dict) -> str:
@@ -376,9 +386,13 @@ def model_card(model, repo_id: str | None = None, tags=(), evaluation: Mapping |
         codes_shape = f"packed integer codes of {bits} per entry on average ({shape}) indexing per-column codebooks"
     else:
         codes_shape = f"per-token codes ({size['vocab']:,} x {size['code_dim']})"
+    own = size["own_head"]
     head = (
         "The output head is tied to the compressed embedding (logits use the decoded matrix)."
         if size["tied"]
+        else f"The untied output head is compressed too, with codes of its own: {own['original_bytes']:,} -> "
+        f"{own['stored_bytes']:,} bytes in {size['dtype']} ({own['ratio']:.2f}x)."
+        if own
         else "The output head, if any, is stored as in the original model."
     )
     rows = [

@@ -40,7 +40,8 @@ class CompressionReport:
     with fp32 and bf16 beside. `runtime_bytes` is what the layer holds while a model runs: the stored tensors plus,
     for packed codes, their runtime layout (the integer matrices a tied head multiplies; see `packed_runtime`).
     `stage_seconds` times the stages: calibration (by `compress_model`), the method's own (transform coding:
-    transform, allocation, quantisation, fitting), building the layer and measuring its fidelity.
+    transform, allocation, quantisation, fitting), building the layer and measuring its fidelity. `output_head` is
+    the report of an untied output head compressed with its own codes.
     """
 
     method: str
@@ -66,6 +67,7 @@ class CompressionReport:
     runtime_bytes: int = 0
     mean_bits: float | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    output_head: "CompressionReport | None" = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,12 +84,13 @@ class CompressionReport:
         running = ""
         if self.runtime_bytes > self.stored_bytes:
             running = f", {self.runtime_bytes / self.num_embeddings:.0f} bytes per row while running"
+        head = "" if self.output_head is None else f"\noutput head (own codes): {self.output_head}"
         return (
             f"{self.method}: {self.num_embeddings} x {self.embedding_dim} -> {size}"
             f"{self.original_bytes / 2**20:.2f} -> {self.stored_bytes / 2**20:.2f} MiB in {self.dtype}, "
             f"{self.bytes_ratio:.2f}x; {self.bytes_ratio_vs_fp32:.2f}x vs fp32; {per_row:.0f} bytes per row stored"
             f"{running}); mean cosine {self.mean_cosine:.4f} (min {self.min_cosine:.4f}), "
-            f"relative Frobenius error {self.relative_frobenius_error:.4f}; {self.wall_time_s:.1f} s"
+            f"relative Frobenius error {self.relative_frobenius_error:.4f}; {self.wall_time_s:.1f} s{head}"
         )
 
 
@@ -261,9 +264,10 @@ def compress_model(
 
     The model becomes an instance of its compressed class (`LlamaForCausalLM` -> `CompressedLlamaForCausalLM`,
     config `CompressedLlamaConfig` with a `compressed_embedding` block), so `save_pretrained` writes a checkpoint
-    that `AutoModel*` classes load back. A tied output head stays tied to the compressed representation
-    (unless `config.compress_output_head=False`, which unties it and keeps the original output matrix); an
-    untied head is left alone. The report is stored as `model.compression_report`.
+    that `AutoModel*` classes load back. A tied output head stays tied to the compressed representation; an untied
+    head is compressed too, with codes of its own (as `config.output_head` says, by default as the input embedding),
+    calibrated as a head. `config.compress_output_head=False` keeps the head's original matrix (a tied one is
+    untied). The report is stored as `model.compression_report` (the head's as its `output_head`).
 
     With no `config`, the default `CompressedEmbeddingConfig()` is used: transform coding at ratio 10, the best
     measured method (`docs/results/quality.md`). `calibration` feeds the methods that use it (`transform_coding`):
@@ -308,8 +312,15 @@ def compress_model(
         model.config.tie_word_embeddings = False
         model.all_tied_weights_keys = model.get_expanded_tied_weights_keys(all_submodels=True)
         tied = False
+    head = _untied_head(model, config) if not tied else None
+    if config.output_head is not None and head is None:
+        logger.warning(
+            f"config.output_head is ignored: the output head of {type(model).__name__} is "
+            f"{'tied to the input embedding (it reads its codes)' if tied else 'absent or not a V x d matrix'}."
+        )
     padding_idx = embedding.padding_idx
     spec = config.resolved(
+        output_head=None,
         num_embeddings=weight.shape[0],
         embedding_dim=weight.shape[1],
         padding_idx=padding_idx,
@@ -318,35 +329,67 @@ def compress_model(
         zero_padding_row=bool(padding_idx is not None and not weight[padding_idx].any()),
         base_model=config.base_model or hub_model_id(model.config.name_or_path),
     )
+    head_spec = None
+    if head is not None:
+        head_spec = (config.output_head or replace(config, output_head=None)).resolved(
+            num_embeddings=head.weight.shape[0], embedding_dim=head.weight.shape[1], padding_idx=None, embed_scale=1.0,
+            tied_output_head=True, zero_padding_row=False, base_model=None, output_head=None,
+        )  # fmt: skip
     calibration_start = time.perf_counter()
-    if uses_calibration(spec.method):
+    if uses_calibration(spec.method) or (head_spec is not None and uses_calibration(head_spec.method)):
         calibration = resolve_calibration(model, calibration, tokenizer, show_progress=show_progress)
         spec = replace(spec, calibration_data=calibration.source if calibration is not None else None)
     else:
         calibration = calibration if isinstance(calibration, CalibrationStats) else None
-    (logger.warning if chosen_by_default else logger.info)(choice_line(spec))
+    line = choice_line(spec)
+    if head_spec is not None:
+        line += f" The untied output head is compressed too, with codes of its own ({head_spec.method})."
+    (logger.warning if chosen_by_default else logger.info)(line)
     calibration_seconds = time.perf_counter() - calibration_start
     layer, report = compress_embedding(
         weight, spec, dtype=weight.dtype, show_progress=show_progress, calibration=calibration
     )
     report.stage_seconds = {"calibration": calibration_seconds, **report.stage_seconds}
+    spec, head_layer = report.config, None
+    if head_spec is not None:
+        head_spec = replace(head_spec, calibration_data=spec.calibration_data)
+        head_layer, report.output_head = compress_embedding(
+            head.weight.detach(), head_spec, dtype=weight.dtype, show_progress=show_progress, calibration=calibration
+        )
+        spec = replace(spec, output_head=report.output_head.config)
+        report.config = spec
     register_model_class(type(model))
-    _become_compressed(model, layer, report.config, tie_head=tied)
+    _become_compressed(model, layer, spec, tie_head=tied, head=head_layer)
     model.compression_report = report
     logger.info(str(report))
     return model
 
 
+def _untied_head(model: PreTrainedModel, config: CompressedEmbeddingConfig) -> nn.Module | None:
+    """The untied output head `compress_model` compresses too: a module holding a `V x d` matrix (`nn.Linear`-like),
+    when `config.compress_output_head` asks for it."""
+    head = model.get_output_embeddings() if config.compress_output_head else None
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        return None
+    _check_finite(weight.detach().float())
+    return head
+
+
 def _become_compressed(
-    model: PreTrainedModel, layer: CompressedEmbedding, spec: CompressedEmbeddingConfig, tie_head: bool
+    model: PreTrainedModel,
+    layer: CompressedEmbedding,
+    spec: CompressedEmbeddingConfig,
+    tie_head: bool,
+    head: CompressedEmbedding | None = None,
 ) -> None:
     """Make `model` (in place) the compressed model `spec` describes: its class and config class become the compressed
-    family's (`CompressedLlamaForCausalLM`, `CompressedLlamaConfig`), the config carries `spec`, and `layer` is
-    installed as its embedding (`install_compressed_embedding`)."""
+    family's (`CompressedLlamaForCausalLM`, `CompressedLlamaConfig`), the config carries `spec`, and `layer` (and an
+    untied head's own `head`) is installed (`install_compressed_embedding`)."""
     model.config.__class__ = compressed_config_class(type(model.config))
     setattr(model.config, CONFIG_KEY, spec.to_dict())
     model.__class__ = compressed_model_class(type(model))
-    install_compressed_embedding(model, layer, tie_head=tie_head)
+    install_compressed_embedding(model, layer, tie_head=tie_head, head=head)
 
 
 def choice_line(spec: CompressedEmbeddingConfig) -> str:
@@ -405,7 +448,8 @@ def decompress_model(model: PreTrainedModel) -> PreTrainedModel:
     if isinstance(head, CompressedOutputHead):
         template = skeleton.get_output_embeddings()
         new_head = copy.deepcopy(template).to_empty(device=weight.device)
-        new_head.weight = embedding.weight
+        with torch.no_grad():
+            new_head.weight = embedding.weight if head.tied else nn.Parameter(head.embedding.weight.detach().clone())
         if head.bias is not None:
             new_head.bias = head.bias
         model.set_output_embeddings(new_head)

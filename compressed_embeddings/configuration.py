@@ -108,7 +108,13 @@ class CompressedEmbeddingConfig:
         freeze_codes (`bool`, *optional*, defaults to `True`):
             Whether the codes are frozen when the compressed model is trained (the decoder trains), as in the paper.
         compress_output_head (`bool`, *optional*, defaults to `True`):
-            A tied output head stays tied to the codes; `False` unties it and keeps its original matrix ("input only").
+            The output head is compressed too: a tied head reads the input embedding's codes, an untied head gets
+            codes of its own (`output_head`). `False` keeps the head's original matrix ("input only"; a tied head is
+            untied).
+        output_head (`CompressedEmbeddingConfig` or `dict`, *optional*):
+            How an untied output head is compressed, e.g. `CompressedEmbeddingConfig(compression_ratio=5)`; default:
+            as the input embedding. Filled with the head's resolved layer (`None` for a tied head, or when the head is
+            kept).
         codes_dtype (`str`, *optional*):
             Storage of the codes: the model's dtype (default), `"float16"`, `"bfloat16"`, `"int8"` (one scale per row;
             frozen), or `"packed"` (methods with packed codes only: 0-8 bit integers indexing per-column codebooks).
@@ -121,7 +127,8 @@ class CompressedEmbeddingConfig:
         embedding_dim (`int`, *optional*): Width d of the replaced embedding (filled).
         padding_idx (`int`, *optional*): Its padding index (filled).
         embed_scale (`float`, *optional*): Scale of looked-up rows, Gemma's sqrt(d) (filled).
-        tied_output_head (`bool`, *optional*): Whether the output head is tied to it (filled).
+        tied_output_head (`bool`, *optional*): Whether an output head reads these codes (filled): the input
+            embedding's tied head, or (in `output_head`) the untied head's own.
         zero_padding_row (`bool`, *optional*): Whether its padding row was zero (filled).
         calibration_data (`str`, *optional*): What calibration statistics were measured on (filled; for the card).
         base_model (`str`, *optional*): Hub id of the compressed model, the card's `base_model` (filled when the
@@ -150,7 +157,8 @@ class CompressedEmbeddingConfig:
     decoder_bias: bool | None = field(default=None, metadata={"help": "Decoder bias; None = method default."})
     seed: int = field(default=1, metadata={"help": "Random seed."})
     freeze_codes: bool = field(default=True, metadata={"help": "Freeze codes during fine-tuning."})
-    compress_output_head: bool = field(default=True, metadata={"help": "Tie a tied head to the codes."})
+    compress_output_head: bool = field(default=True, metadata={"help": "Compress the output head too."})
+    output_head: Any = field(default=None, metadata={"help": "An untied output head's own compressed layer."})
     codes_dtype: str | None = field(default=None, metadata={"help": f"Codes storage: None or one of {CODES_DTYPES}."})
     decoder_dtype: str | None = field(default=None, metadata={"help": "'float', 'int8' or None (the method's)."})
     code_bits: list[list[int]] | None = field(default=None, metadata={"help": "Packed codes: bits per column."})
@@ -180,6 +188,8 @@ class CompressedEmbeddingConfig:
             self.codes_dtype = "packed"
         if isinstance(self.decoder_hidden_dims, tuple):
             self.decoder_hidden_dims = list(self.decoder_hidden_dims)
+        if isinstance(self.output_head, dict):
+            self.output_head = type(self).from_dict(self.output_head)
         self.validate()
 
     def _settings(self, given: Any, flat: dict[str, Any]) -> Any:
@@ -288,6 +298,11 @@ class CompressedEmbeddingConfig:
             if not -self.num_embeddings <= self.padding_idx < self.num_embeddings:
                 self._fail("padding_idx", f"an index in [0, {self.num_embeddings}) or None")
         self._validate_packed()
+        head = self.output_head
+        if head is not None and (not isinstance(head, CompressedEmbeddingConfig) or head.output_head is not None):
+            self._fail("output_head", "None, or a CompressedEmbeddingConfig (or its dict) without an output_head")
+        if head is not None and (self.tied_output_head or not self.compress_output_head):
+            self._fail("output_head", "None with a tied head (it reads these codes) or compress_output_head=False")
         packed = self.codes_dtype == "packed"
         if (
             self.code_dim is not None
@@ -362,8 +377,11 @@ class CompressedEmbeddingConfig:
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (the `compressed_embedding` block of config.json; settings nested)."""
-        return dataclasses.asdict(self)
+        """A JSON-serialisable dict (the `compressed_embedding` block of config.json; settings nested). A block
+        without an `output_head` is written as format 2, which releases before format 3 read too."""
+        data = dataclasses.asdict(self)
+        data["format_version"] = FORMAT_VERSION if self.output_head is not None else 2
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, require_resolved: bool = False) -> "CompressedEmbeddingConfig":
@@ -390,6 +408,7 @@ class CompressedEmbeddingConfig:
                 data.update({key: value for key, value in flat.items() if key not in any_settings})  # reported below
             if data.get("decoder_bias") is None:  # format 1 stored None for "the method's default"
                 data["decoder_bias"] = method != "svd"
+        if is_int(data.get("format_version")) and 1 <= data["format_version"] < FORMAT_VERSION:
             data["format_version"] = FORMAT_VERSION  # read into this format (library_version still says who wrote it)
         unknown = sorted(set(data) - names - any_settings, key=str)
         if unknown:
@@ -405,6 +424,8 @@ class CompressedEmbeddingConfig:
                     "checkpoint needs. The file was edited or truncated: re-create it with `compressed-embeddings "
                     "compress` (or `compress_model(...).save_pretrained(...)`)."
                 )
+            if isinstance(data.get("output_head"), dict):
+                data["output_head"] = cls.from_dict(data["output_head"], require_resolved=True)
         return cls(**{key: value for key, value in data.items() if key in names or key in any_settings})
 
     @classmethod

@@ -461,22 +461,27 @@ class CompressedEmbedding(nn.Module):
 
 class CompressedOutputHead(nn.Module):
     r"""
-    An output head tied to a `CompressedEmbedding`: `logits = h @ E^T (+ bias)` with `E` the decoded matrix.
+    An output head read from a `CompressedEmbedding`: `logits = h @ E^T (+ bias)` with `E` the decoded matrix.
 
-    It owns no copy of the embedding (only an optional per-token `bias`, as in BERT's masked-LM decoder), so
-    input and output always agree. With a linear decoder `E = C W^T + 1 b^T` it computes in code space,
+    Tied (the default), it owns no copy of the embedding (only an optional per-token `bias`, as in BERT's masked-LM
+    decoder), so input and output always agree; untied (`tied=False`), the layer holds the head's own codes and is
+    its submodule `embedding`. With a linear decoder `E = C W^T + 1 b^T` it computes in code space,
     `(h W) C^T + (h . b)`, and never builds `E`; packed codes do it from their runtime layout (int8 / int4 matrices,
     [`PackedRuntime`]) in inference, and decode `C` (`V x k`) only when gradients are needed.
 
     Args:
-        embedding (`CompressedEmbedding`): the input embedding the head is tied to.
+        embedding (`CompressedEmbedding`): the input embedding the head is tied to (or, untied, its own codes).
         bias (`bool`, *optional*, defaults to `False`): a learnt per-token output bias.
+        tied (`bool`, *optional*, defaults to `True`): whether `embedding` is the model's input embedding.
     """
 
-    def __init__(self, embedding: CompressedEmbedding, bias: bool = False) -> None:
+    def __init__(self, embedding: CompressedEmbedding, bias: bool = False, tied: bool = True) -> None:
         super().__init__()
-        # A plain attribute, not a submodule: the embedding is registered (and saved) once, where it lives.
+        # Tied: a plain attribute, not a submodule, so the embedding is registered (and saved) once, where it lives.
         self.__dict__["_embedding"] = embedding
+        if not tied:
+            self._modules["embedding"] = embedding  # (`add_module` would refuse the name of the property)
+        self.tied = tied
         if bias:
             device = next(embedding.decoder.parameters()).device  # float or packed codes: there is always a decoder
             self.bias = nn.Parameter(
@@ -487,7 +492,8 @@ class CompressedOutputHead(nn.Module):
 
     @property
     def embedding(self) -> CompressedEmbedding:
-        return self.__dict__["_embedding"]
+        own = self._modules.get("embedding")  # untied: the submodule (tools may replace it in place)
+        return self.__dict__["_embedding"] if own is None else own
 
     @property
     def in_features(self) -> int:
@@ -562,4 +568,6 @@ class CompressedOutputHead(nn.Module):
     def extra_repr(self) -> str:
         mode = "code-space" if self.embedding.head_in_code_space else "decoded"
         size = f"V={self.out_features}, k={self.embedding.code_dim}"
+        if not self.tied:
+            return f"own codes, {mode}, bias={self.bias is not None}"
         return f"tied to CompressedEmbedding({size}), {mode}, bias={self.bias is not None}"

@@ -105,7 +105,7 @@ def head_is_tied(model: PreTrainedModel) -> bool:
     if output is None:
         return False
     if isinstance(output, CompressedOutputHead):
-        return True
+        return output.tied
     input_name = module_name(model, model.get_input_embeddings())
     output_name = module_name(model, output)
     ties = getattr(model, "all_tied_weights_keys", None) or {}
@@ -127,17 +127,29 @@ def _drop_ties(model: PreTrainedModel, input_name: str, output_name: str | None)
     }
 
 
+def compressed_layers(model: nn.Module) -> dict[str, CompressedEmbedding]:
+    """Every `CompressedEmbedding` of `model` by qualified name: the input embedding's, and an untied output head's
+    own (`lm_head.embedding`); a tied head's layer is listed once, where it lives."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, CompressedEmbedding)}
+
+
 def install_compressed_embedding(
     model: PreTrainedModel,
     layer: "CompressedEmbedding | CompressedEmbeddingConfig",
     tie_head: bool | None = None,
+    head: "CompressedEmbedding | CompressedEmbeddingConfig | None" = None,
 ) -> CompressedEmbedding:
     """Replace `model`'s input embedding by `layer`: a built `CompressedEmbedding` (moved to the device of the
     embedding it replaces), or a resolved `CompressedEmbeddingConfig`, from which an uninitialised one is built on that
     device and in that dtype (the meta device while `from_pretrained` builds the model). If the output head is tied to
-    the input embedding (`tie_head`, by default read from the model's tie declarations), it becomes a
-    `CompressedOutputHead` sharing the layer. Returns the installed layer.
+    the input embedding (`tie_head`; default: the config's `tied_output_head`, which no flag of the model config
+    overrides, or for a built layer the model's tie declarations), it becomes a `CompressedOutputHead` sharing the
+    layer; `head` (default: the config's `output_head`), an untied head's own layer, makes it one reading that layer.
+    Returns the installed layer.
     """
+    if isinstance(layer, CompressedEmbeddingConfig):
+        tie_head = layer.tied_output_head if tie_head is None else tie_head
+        head = layer.output_head if head is None else head
     old = model.get_input_embeddings()
     # the device and dtype to build on; an already compressed embedding (an inner model built through the Auto
     # classes, e.g. a sequence classifier's backbone) is not decoded for it: its `weight` would decode every row
@@ -146,22 +158,29 @@ def install_compressed_embedding(
         reference = next(p for p in old.parameters() if p.is_floating_point())
     if tie_head is None:
         tie_head = head_is_tied(model)
-    output = model.get_output_embeddings() if tie_head else None
+    output = model.get_output_embeddings() if tie_head or head is not None else None
     input_name = module_name(model, old)
     output_name = module_name(model, output) if output is not None else None
 
-    if isinstance(layer, CompressedEmbeddingConfig):
-        layer = CompressedEmbedding.from_config(layer, device=reference.device, dtype=reference.dtype)
-    elif reference.device.type != "meta":
-        layer = layer.to(reference.device)
+    def built(layer):
+        if isinstance(layer, CompressedEmbeddingConfig):
+            return CompressedEmbedding.from_config(layer, device=reference.device, dtype=reference.dtype)
+        return layer if reference.device.type == "meta" else layer.to(reference.device)
+
+    layer = built(layer)
     model.set_input_embeddings(layer)
     if output is not None:
-        head = CompressedOutputHead(layer, bias=getattr(output, "bias", None) is not None)
-        if head.bias is not None and output.bias.device.type != "meta":
+        reads = layer if tie_head else built(head)
+        new_head = CompressedOutputHead(reads, bias=getattr(output, "bias", None) is not None, tied=bool(tie_head))
+        if new_head.bias is not None and output.bias.device.type != "meta":
             with torch.no_grad():
-                head.bias.copy_(output.bias)
-        model.set_output_embeddings(head)
+                new_head.bias.copy_(output.bias)
+        model.set_output_embeddings(new_head)
     _drop_ties(model, input_name, output_name)
+    if output is not None and new_head.bias is not None:  # BERT's head re-shares its bias: declare it, as tied BERT
+        for name, param in model.named_parameters(remove_duplicate=False):
+            if param is new_head.bias and name != f"{output_name}.bias":
+                model.all_tied_weights_keys = {**model.all_tied_weights_keys, f"{output_name}.bias": name}
     return layer
 
 
@@ -207,19 +226,19 @@ class CompressedModelMixin:
                 f"interrupted download or copy?): download it again (`force_download=True`) or {_RECREATE}."
             ) from error
         _check_loaded(model, info, ignore_mismatched, source)
-        layer = model.get_input_embeddings()
-        if isinstance(layer, CompressedEmbedding) and layer.codes is not None:
-            layer.codes.requires_grad_(not compressed_spec(model.config).freeze_codes)
-        if isinstance(layer, CompressedEmbedding) and layer.codes is None:
-            _build_runtime_from_checkpoint(model, layer, source, kwargs)
+        for name, layer in compressed_layers(model).items():
+            if layer.codes is not None:
+                layer.codes.requires_grad_(not compressed_spec(model.config).freeze_codes)
+            else:
+                _build_runtime_from_checkpoint(model, name, layer, source, kwargs)
         return (model, info) if with_info else model
 
     @property
     def dtype(self) -> torch.dtype:
         """The compute dtype: that of the first floating parameter other than codes (which may be stored
         in a narrower dtype, see `codes_dtype`)."""
-        codes = getattr(self.get_input_embeddings(), "codes", None)
-        return next(p.dtype for p in self.parameters() if p.is_floating_point() and p is not codes)
+        codes = {id(layer.codes) for layer in compressed_layers(self).values()}
+        return next(p.dtype for p in self.parameters() if p.is_floating_point() and id(p) not in codes)
 
     # -------------------------------------------------------------- saving
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -251,7 +270,7 @@ class CompressedModelMixin:
     def resize_token_embeddings(
         self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
     ) -> CompressedEmbedding:
-        """Resize the vocabulary of the compressed embedding (and of a tied head's bias).
+        """Resize the vocabulary of the compressed embedding (and of the head: a tied head's bias, an untied head).
 
         New tokens get codes drawn from a normal distribution with the mean and covariance of the existing
         codes (`mean_resizing=True`, as transformers does for plain embeddings) or the mean code otherwise.
@@ -271,6 +290,8 @@ class CompressedModelMixin:
         if target != old_size:
             head = self.get_output_embeddings()
             _resize_codes(layer, target, mean_resizing)
+            if isinstance(head, CompressedOutputHead) and not head.tied:  # an untied head's own codes
+                _resize_codes(head.embedding, target, mean_resizing)
             if isinstance(head, CompressedOutputHead) and head.bias is not None:
                 _replace_parameter(self, head.bias, _resized(head.bias, target))
             elif head is not None and not isinstance(head, CompressedOutputHead):  # an untied head: resize it too
@@ -287,6 +308,8 @@ class CompressedModelMixin:
                 self.config.vocab_size = target
             block = dict(getattr(self.config, CONFIG_KEY))
             block["num_embeddings"] = target
+            if block.get("output_head"):
+                block["output_head"] = {**block["output_head"], "num_embeddings": target}
             if block.get("padding_idx") is not None and block["padding_idx"] >= target:
                 block["padding_idx"], layer.padding_idx, layer.zero_padding_row = None, None, False
                 block["zero_padding_row"] = False
@@ -307,16 +330,25 @@ def _checkpoint_files(source, kwargs: dict) -> list[str]:
     return sorted({str(Path(index).parent / name) for name in shards})
 
 
-def _build_runtime_from_checkpoint(model: PreTrainedModel, layer: CompressedEmbedding, source, kwargs: dict) -> None:
-    """Build packed codes' runtime layout (`packed_runtime`) from the checkpoint file, read apart from the memory map
-    the model's weights live in: the model's planes then stay unread, so a running model holds the runtime layout
-    and not the planes as well (they are read again by `save_pretrained`). Anything unexpected (a state dict passed
-    in, a file that moved) leaves the layout to be built from the planes on first use, as for a model in memory."""
-    marker = ".packed.planes."  # a checkpoint holds one compressed embedding: its planes, whatever the key prefix
+def _build_runtime_from_checkpoint(
+    model: PreTrainedModel, name: str, layer: CompressedEmbedding, source, kwargs: dict
+) -> None:
+    """Build packed codes' runtime layout (`packed_runtime`) of the layer `name` from the checkpoint file, read apart
+    from the memory map the model's weights live in: the model's planes then stay unread, so a running model holds the
+    runtime layout and not the planes as well (they are read again by `save_pretrained`). Anything unexpected (a state
+    dict passed in, a file that moved) leaves the layout to be built from the planes on first use, as in memory."""
+    marker = ".packed.planes."
+
+    def unprefixed(key: str) -> str:  # a checkpoint of another class of the family may add or drop the base prefix
+        return key.removeprefix(f"{model.base_model_prefix}.")
+
+    def ours(key: str) -> bool:
+        return marker in key and unprefixed(key.rsplit(marker, 1)[0]) == unprefixed(name)
+
     try:
         with contextlib.ExitStack() as stack:
             handles = [stack.enter_context(safe_open(path, "pt")) for path in _checkpoint_files(source, kwargs)]
-            found = {int(key.rsplit(marker, 1)[1]): (h, key) for h in handles for key in h.keys() if marker in key}
+            found = {int(key.rsplit(marker, 1)[1]): (h, key) for h in handles for key in h.keys() if ours(key)}
             if sorted(found) != list(range(len(layer.packed.planes))):
                 return
 
@@ -379,13 +411,13 @@ def _check_source(cls: type, source, kwargs: dict) -> None:
 def _check_loaded(model: PreTrainedModel, info: dict, ignore_mismatched_sizes: bool, source) -> None:
     """Refuse codes or decoder weights that are missing or have other shapes than config.json says (transformers
     would initialise them at random), whatever `ignore_mismatched_sizes` says; other mismatches as transformers."""
-    prefix = module_name(model, model.get_input_embeddings()) + "."
+    prefixes = tuple(f"{name}." for name in compressed_layers(model))
     missing = set(info["missing_keys"])
     mismatched = {key: shapes for key, *shapes in info["mismatched_keys"]}
     # When nothing at all was loaded (a checkpoint of another head whose base model has another prefix), the
     # embedding is no more random than the rest: transformers reports that case itself, as for stock models.
     loaded_any = any(name not in missing and name not in mismatched for name, _ in model.named_parameters())
-    ours = sorted(key for key in [*mismatched, *(missing if loaded_any else ())] if key.startswith(prefix))
+    ours = sorted(key for key in [*mismatched, *(missing if loaded_any else ())] if key.startswith(prefixes))
     if ours:
         spec = compressed_spec(model.config)
         details = "; ".join(

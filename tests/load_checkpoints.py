@@ -37,6 +37,7 @@ def main(mode: str, manifest_path: str) -> None:
                 output = model(input_ids=ids)
             result = {
                 "family": entry["family"],
+                "name": entry.get("name", entry["family"]),
                 "auto_class": auto_name,
                 "class": type(model).__name__,
                 "module": type(model).__module__,
@@ -56,6 +57,8 @@ def main(mode: str, manifest_path: str) -> None:
             head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
             result["head"] = type(head).__name__ if head is not None else None
             result["head_shares_embedding"] = getattr(head, "embedding", None) is model.get_input_embeddings()
+            own = getattr(head, "embedding", None) if not result["head_shares_embedding"] else None
+            result["head_own_layer"] = None if own is None else type(own).__name__
             if auto_name == entry["saved_auto_class"]:
                 result["max_abs_diff"] = float((output.logits.float() - reference["logits"].float()).abs().max())
                 result["reference_scale"] = float(reference["logits"].float().abs().max())

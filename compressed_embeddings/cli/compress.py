@@ -154,7 +154,15 @@ def compress_command_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, help="Random seed (default 1).")
     parser.add_argument(
-        "--input-only", action="store_true", help="Untie a tied output head and keep its original matrix."
+        "--input-only",
+        action="store_true",
+        help="Keep the output head's original matrix (a tied head is untied; an untied one is not compressed).",
+    )
+    parser.add_argument(
+        "--head-ratio",
+        type=float,
+        metavar="R",
+        help="Ratio of an untied output head's own codes (default: as --ratio). A tied head reads the embedding's.",
     )
     parser.add_argument("--revision", help="Hub revision of MODEL_OR_PATH.")
     add_dtype_argument(parser, "MODEL_OR_PATH (and write OUTPUT)")
@@ -209,6 +217,11 @@ def _compression_config(args: argparse.Namespace):
     if args.decoder_dtype:
         fields["decoder_dtype"] = None if args.decoder_dtype == "float" else args.decoder_dtype
     config = CompressedEmbeddingConfig(**fields, **_method_settings(args))
+    if args.head_ratio is not None:
+        if args.input_only:
+            raise CommandError("--head-ratio sizes the head's own codes; --input-only keeps the head: drop one.")
+        config.output_head = replace(config, compression_ratio=args.head_ratio, code_dim=None)
+        config.validate()
     if args.calibration_text and not uses_calibration(config.method):
         users = " or ".join(name for name in registered_methods() if uses_calibration(name))
         raise CommandError(f"--calibration-text is used by --method {users} only; drop it or change method.")
@@ -302,6 +315,12 @@ def compress_command(args: argparse.Namespace) -> int:
         f"{report.dtype} ({report.bytes_ratio:.2f}x), {saved / 2**20:.1f} MiB saved; "
         f"{report.bytes_ratio_vs_fp32:.2f}x against the fp32 matrix ({report.original_parameters * 4 / 2**20:.1f} MiB)"
     )
+    if (head := report.output_head) is not None:
+        saved += head.original_bytes - head.stored_bytes
+        print(
+            f"Output head (untied, codes of its own): {head.original_bytes / 2**20:.1f} MiB -> "
+            f"{head.stored_bytes / 2**20:.1f} MiB in {head.dtype} ({head.bytes_ratio:.2f}x)"
+        )
     written = folder_bytes(output)
     if source_bytes:
         print(f"Checkpoint folder: {source_bytes / 2**20:.1f} MiB -> {written / 2**20:.1f} MiB")

@@ -18,8 +18,9 @@ class DryRunSizes:
 
     `stored_bytes` is what the compressed embedding stores (`CompressionReport.stored_bytes`), exactly when `exact`;
     otherwise (transform coding below its ceiling) an upper bound: the byte budget, which the bit allocation, run on
-    the weights, fills up to at most. `checkpoint_weight_bytes` is the weights the output's safetensors hold (the
-    folder adds config.json, the code files, the model card and the tokenizer).
+    the weights, fills up to at most. `head_stored_bytes` is the same for an untied output head compressed with codes
+    of its own. `checkpoint_weight_bytes` is the weights the output's safetensors hold (the folder adds config.json,
+    the code files, the model card and the tokenizer).
     """
 
     model_class: str
@@ -37,6 +38,7 @@ class DryRunSizes:
     source_weight_bytes: int
     checkpoint_weight_bytes: int
     budget_bytes: float | None = None
+    head_stored_bytes: int | None = None
 
     @property
     def bytes_ratio(self) -> float:
@@ -98,12 +100,10 @@ def dry_run_sizes(
     coding allocates its bits on the weights: its stored bytes are exact only when every column can have the most
     bits within the budget, else the budget is an upper bound ([`DryRunSizes`]).
     """
-    import math
     from dataclasses import replace as replace_fields
 
     from ..compress import _input_embedding
     from ..configuration import CompressedEmbeddingConfig
-    from ..layer import CompressedEmbedding
     from ..modeling import head_is_tied
 
     config = config if config is not None else CompressedEmbeddingConfig()
@@ -119,34 +119,18 @@ def dry_run_sizes(
         padding_idx=embedding.padding_idx,
         tied_output_head=tied and not head_copy,
     )
-    budget = None
-    if spec.method == "transform_coding":
-        from ..methods.transform_coding import byte_budget, tier_sizes_for
-
-        # Rows are cut into tiers when calibration yields token importances: text (generic or yours) does, and so
-        # does the data-free calibration of a model that generates; random token ids (no head or no generation)
-        # do not.
-        generates = meta.get_output_embeddings() is not None and meta.can_generate()
-        tiered = calibration.lower() != "none" or generates
-        sizes = tier_sizes_for(num_embeddings, spec.first_tier_rows) if tiered else [num_embeddings]
-        budget, _, most = byte_budget(num_embeddings, embedding_dim, weight_dtype, spec, sizes)
-        exact = most <= budget
-        stored = most if exact else math.floor(budget)
-        layout = replace_fields(spec, code_bits=[[0] * embedding_dim] * len(sizes), tier_sizes=sizes)
-        layer = CompressedEmbedding.from_config(layout, device="meta", dtype=weight_dtype)
-        state = layer.state_dict()
-        decoder = tensor_bytes(t for name, t in state.items() if name.startswith("decoder."))
-        tiers = tensor_bytes(t for name, t in state.items() if name.endswith("row_tiers"))
-        parts = {"decoder (int8 weight, scales, bias)" if spec.decoder_dtype == "int8" else "decoder": decoder}
-        parts["row tiers (1 byte a row)"] = tiers
-        parts[f"bit planes + codebooks ({len(sizes)} tier(s))"] = stored - decoder - tiers
-    else:
-        layer = CompressedEmbedding.from_config(spec, device="meta", dtype=weight_dtype)
-        parts = {
-            f"{name} {'x'.join(map(str, t.shape))} {str(t.dtype).removeprefix('torch.')}": tensor_bytes([t])
-            for name, t in layer.state_dict().items()
-        }
-        stored, exact = layer.stored_bytes(), True
+    # Rows are cut into tiers when calibration yields token importances: text (generic or yours) does, and so does
+    # the data-free calibration of a model that generates; random token ids (no head or no generation) do not.
+    tiered = calibration.lower() != "none" or (meta.get_output_embeddings() is not None and meta.can_generate())
+    stored, exact, parts, budget = _stored(spec, weight_dtype, tiered)
+    head = None if tied else meta.get_output_embeddings() if config.compress_output_head else None
+    head_stored = head_original = None
+    if getattr(getattr(head, "weight", None), "dim", lambda: 0)() == 2:  # an untied head: codes of its own
+        head_spec = (config.output_head or replace_fields(config, output_head=None)).resolved(
+            num_embeddings=head.weight.shape[0], embedding_dim=head.weight.shape[1], tied_output_head=True
+        )
+        head_stored, head_exact, _, _ = _stored(head_spec, head.weight.dtype, tiered)
+        head_original, exact = tensor_bytes([head.weight]), exact and head_exact
     original = num_embeddings * embedding_dim * weight_dtype.itemsize
     seen: dict[int, object] = {}  # tied tensors are one object, saved once
     for tensor in meta.state_dict(keep_vars=True).values():
@@ -166,9 +150,47 @@ def dry_run_sizes(
         exact=exact,
         parts=parts,
         source_weight_bytes=source_bytes,
-        checkpoint_weight_bytes=source_bytes - original + stored + (original if head_copy else 0),
+        checkpoint_weight_bytes=source_bytes
+        - original
+        + stored
+        + (original if head_copy else 0)
+        - (head_original or 0)
+        + (head_stored or 0),
         budget_bytes=budget,
+        head_stored_bytes=head_stored,
     )
+
+
+def _stored(spec, dtype, tiered: bool) -> tuple[int, bool, dict[str, int], float | None]:
+    """`(stored bytes, exact, bytes of each part, byte budget)` of the layer a resolved `spec` describes (transform
+    coding: its budget, an upper bound unless every column can have the most bits; `tiered`: rows cut into tiers)."""
+    import math
+    from dataclasses import replace as replace_fields
+
+    from ..layer import CompressedEmbedding
+
+    rows, cols = spec.num_embeddings, spec.embedding_dim
+    if spec.method != "transform_coding":
+        layer = CompressedEmbedding.from_config(spec, device="meta", dtype=dtype)
+        parts = {
+            f"{name} {'x'.join(map(str, t.shape))} {str(t.dtype).removeprefix('torch.')}": tensor_bytes([t])
+            for name, t in layer.state_dict().items()
+        }
+        return layer.stored_bytes(), True, parts, None
+    from ..methods.transform_coding import byte_budget, tier_sizes_for
+
+    sizes = tier_sizes_for(rows, spec.first_tier_rows) if tiered else [rows]
+    budget, _, most = byte_budget(rows, cols, dtype, spec, sizes)
+    exact = most <= budget
+    stored = most if exact else math.floor(budget)
+    layout = replace_fields(spec, code_bits=[[0] * cols] * len(sizes), tier_sizes=sizes)
+    state = CompressedEmbedding.from_config(layout, device="meta", dtype=dtype).state_dict()
+    decoder = tensor_bytes(t for name, t in state.items() if name.startswith("decoder."))
+    tiers = tensor_bytes(t for name, t in state.items() if name.endswith("row_tiers"))
+    parts = {"decoder (int8 weight, scales, bias)" if spec.decoder_dtype == "int8" else "decoder": decoder}
+    parts["row tiers (1 byte a row)"] = tiers
+    parts[f"bit planes + codebooks ({len(sizes)} tier(s))"] = stored - decoder - tiers
+    return stored, exact, parts, budget
 
 
 def dry_run_command(args: argparse.Namespace) -> int:
@@ -180,6 +202,8 @@ def dry_run_command(args: argparse.Namespace) -> int:
     head = "tied to it" if sizes.tied_output_head else "not tied to it"
     if sizes.tied_output_head and not config.compress_output_head:
         head += " (--input-only: untied, its matrix kept)"
+    elif sizes.head_stored_bytes is not None:
+        head += f"; compressed with codes of its own: {bound}{sizes.head_stored_bytes:,} bytes"
     print(
         f"Dry run: {sizes.model_class} built from the config of {args.model} on the meta device (no weights read); "
         f"nothing written to {args.output}."

@@ -633,7 +633,7 @@ def transform_coding(
     if config.kl_steps and hidden is None:
         logger.info("No calibration hidden states (collect_calibration keeps them): no fitting to the logits.")
     elif config.kl_steps and not config.tied_output_head:
-        logger.warning("kl_steps=%d ignored: fitting to the logits needs a tied output head.", config.kl_steps)
+        logger.info("No fitting to the logits: no output head reads these codes (they are only looked up).")
     elif config.kl_steps:
         del rotated
         flat, weight, bias, kl = fit_to_logits(
