@@ -101,12 +101,12 @@ def test_optimizer_step_keeps_tied_head_consistent(freeze_codes, input_ids):
         assert torch.allclose(layer(input_ids), layer.weight[input_ids], atol=1e-6)
 
 
-def test_untied_head_trains_separately(input_ids):
+def test_untied_head_trains_its_own_decoder(input_ids):
     model = compressed("qwen2").train()
     head = model.get_output_embeddings()
-    assert isinstance(head, nn.Linear) and head.weight.requires_grad
+    assert isinstance(head, CompressedOutputHead) and not head.tied  # compressed with codes of its own
     lm_loss(model, input_ids).backward()
-    assert head.weight.grad.abs().sum() > 0
+    assert head.embedding.decoder.weight.grad.abs().sum() > 0 and head.embedding.codes.grad is None  # codes frozen
     assert model.get_input_embeddings().decoder.weight.grad.abs().sum() > 0
 
 
@@ -124,7 +124,7 @@ def _bias_params(model):
         ("bert", None, 64, 128),
         ("llama", 130, None, 130),
         ("llama", 60, 8, 64),
-        ("qwen2", 120, None, 120),  # untied head: the lm_head is resized too
+        ("qwen2", 120, None, 120),  # untied head: its own codes are resized too
         ("qwen2", 40, None, 40),
     ],
 )
@@ -136,8 +136,8 @@ def test_resize_token_embeddings(family, new_size, pad_to, expected, tmp_path):
         with torch.no_grad():
             model.cls.predictions.bias.normal_()
         old_bias = model.cls.predictions.bias.detach().clone()
-    if family == "qwen2":
-        old_head = model.lm_head.weight.detach().clone()
+    if family == "qwen2":  # untied: the head has codes of its own
+        old_head = model.lm_head.embedding.codes.detach().clone()
     requires_grad = layer.codes.requires_grad
 
     returned = model.resize_token_embeddings(new_size, pad_to_multiple_of=pad_to)
@@ -158,9 +158,10 @@ def test_resize_token_embeddings(family, new_size, pad_to, expected, tmp_path):
         assert dict(model.named_parameters())["cls.predictions.bias"] is bias
     elif family == "llama":
         assert isinstance(head, CompressedOutputHead) and head.embedding is layer and head.out_features == expected
-    else:
-        assert isinstance(head, nn.Linear) and head.weight.shape == (expected, 32) and head.out_features == expected
-        assert torch.equal(head.weight[:keep], old_head[:keep])
+    else:  # the untied head's own codes are resized too
+        assert isinstance(head, CompressedOutputHead) and not head.tied and head.out_features == expected
+        assert torch.equal(head.embedding.codes[:keep], old_head[:keep])
+        assert model.config.compressed_embedding["output_head"]["num_embeddings"] == expected
 
     ids = torch.arange(expected).remainder(expected).reshape(1, -1)[:, :40]
     ids[0, -1] = expected - 1  # the last (possibly new) token
