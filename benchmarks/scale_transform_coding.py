@@ -146,7 +146,7 @@ def models_main(args) -> None:
     output = Path(args.output)
     results = []
     for name in args.models:
-        for calibration in ("generic", "none"):
+        for calibration in args.calibrations:
             path = output / f".scale-model-{name}-{calibration}.json"
             command = [sys.executable, __file__, "--model-worker", "--model", name, "--dtype", args.dtype]
             subprocess.run([*command, "--calibration", calibration, "--result", str(path)], check=True, cwd=REPO)
@@ -191,6 +191,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["65536x640", "262144x640"])
     parser.add_argument("--models", nargs="+", choices=sorted(ARCHITECTURES), help="End to end (see the docstring).")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--calibrations", nargs="+", default=["generic", "none"], choices=["generic", "none"])
     parser.add_argument("--model-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--calibration", help=argparse.SUPPRESS)
