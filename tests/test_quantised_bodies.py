@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_python, tiny_model
+from conftest import REPO, run_python, tiny_model
 from safetensors.torch import save_file
 from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, PerGroup, quantize_
 from torchao.quantization.utils import compute_error
@@ -175,3 +175,47 @@ def test_a_quantised_body_saves_and_reloads_by_both_paths(quantised_checkpoints,
         assert row["head_shares_embedding"], row
         assert row["class_module"].startswith("transformers_modules." if mode == "remote" else "compressed_"), row
         assert row["max_abs_diff"] <= 1e-6, row  # the same stored integers and scales: the same logits
+
+
+OLD_CHECKPOINT = """
+import json, sys
+import torch
+from safetensors.torch import load_file
+from torchao.quantization import Int8WeightOnlyConfig
+from torchao.quantization.utils import compute_error
+from transformers import AutoModelForCausalLM, TorchAoConfig
+
+mode, path = sys.argv[1], sys.argv[2]
+if mode == "import":
+    import compressed_embeddings  # noqa: F401
+reference = load_file(path + "/reference.safetensors")
+results = {}
+for name, skip in (("default", None), ("named", ["model.embed_tokens", "lm_head"])):
+    config = TorchAoConfig(Int8WeightOnlyConfig(), modules_to_not_convert=skip)
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, quantization_config=config).eval()
+    row = {"decoder": type(model.get_input_embeddings().decoder.weight).__name__}
+    row["body"] = type(model.model.layers[0].self_attn.q_proj.weight).__name__
+    try:
+        with torch.no_grad():
+            row["sqnr"] = float(compute_error(reference["logits"], model(input_ids=reference["input_ids"]).logits))
+    except NotImplementedError as error:
+        row["error"] = str(error)[:200]
+    results[name] = row
+print("RESULTS=" + json.dumps(results))
+"""
+
+
+@pytest.mark.parametrize("mode", ["import", "remote"])
+def test_a_checkpoint_of_an_earlier_release(mode):
+    """Format-1 checkpoints carry a layer.py whose decoder is an `nn.Linear`: loaded with the package imported, the
+    package's layer applies (the quantiser leaves it alone); loaded as their own remote code, the quantiser takes the
+    decoder unless the embedding is named in `modules_to_not_convert` (the recipe of the guide)."""
+    fixture = REPO / "tests" / "fixtures" / "format_v1" / "llama-svd"
+    output = run_python(OLD_CHECKPOINT, mode, str(fixture)).stdout
+    results = json.loads(next(line for line in output.splitlines() if line.startswith("RESULTS="))[8:])
+    assert results["named"]["decoder"] == "Parameter" and results["named"]["body"] == "Int8Tensor"
+    assert results["named"]["sqnr"] > MIN_SQNR["int8"]
+    if mode == "import":
+        assert results["default"]["decoder"] == "Parameter" and results["default"]["sqnr"] > MIN_SQNR["int8"]
+    else:  # the old nn.Linear decoder quantised: the tied head's code-space product refuses it
+        assert results["default"]["decoder"] == "Int8Tensor" and "aten.mm" in results["default"]["error"]
