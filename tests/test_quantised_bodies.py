@@ -4,7 +4,9 @@ alone (their linear layers are not `nn.Linear`s), and the quantised model saves 
 
 import copy
 import functools
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -219,3 +221,23 @@ def test_a_checkpoint_of_an_earlier_release(mode):
         assert results["default"]["decoder"] == "Parameter" and results["default"]["sqnr"] > MIN_SQNR["int8"]
     else:  # the old nn.Linear decoder quantised: the tied head's code-space product refuses it
         assert results["default"]["decoder"] == "Int8Tensor" and "aten.mm" in results["default"]["error"]
+
+
+def test_the_benchmark_counts_each_part_of_a_saved_checkpoint(quantised_checkpoints):
+    """benchmarks/quantised_bodies.py's byte accounting, on the tiny saved checkpoints: the embedding's bytes are the
+    layer's stored bytes, the parts add up to the tensors of the file, and packed int4 halves the int4 values only."""
+    spec = importlib.util.spec_from_file_location("quantised_bodies", REPO / "benchmarks" / "quantised_bodies.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    manifest_path, manifest = quantised_checkpoints
+    stored = {
+        decoder: _compressed(decoder).get_input_embeddings().stored_bytes() for decoder in ("transform_coding", "svd")
+    }
+    for entry in manifest:
+        tensors = benchmark.safetensors_bytes(Path(entry["path"]) / "model.safetensors")
+        parts = benchmark.component_bytes(tensors)
+        decoder = entry["name"].rsplit("-", 1)[0]
+        assert parts["embedding"] == stored[decoder], entry["name"]
+        assert parts["total"] == sum(size for _, size in tensors.values())
+        values = sum(size for name, (dtype, size) in tensors.items() if name.endswith("_qdata") and dtype == "I8")
+        assert values > 0 and parts["body_linear_packed_int4"] == parts["body_linear"] - values // 2
