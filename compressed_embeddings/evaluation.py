@@ -9,6 +9,7 @@ embedding has been replaced by a compressed one. Loading the texts and counting 
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ __all__ = [
     "FidelityReport",
     "PerplexityResult",
     "embedding_fidelity",
+    "lm_eval_scores",
     "perplexity",
     "sentence_embedding_similarity",
 ]
@@ -501,4 +503,95 @@ def sentence_embedding_similarity(
         "min_cosine": float(cosine.min()),
         "median_cosine": float(torch.quantile(cosine, 0.5)),
         "num_sentences": len(sentences),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# lm-evaluation-harness
+# --------------------------------------------------------------------------------------------------------------------
+
+#: What `lm_eval_scores` says when lm-evaluation-harness is not installed.
+LM_EVAL_MISSING = (
+    "lm-evaluation-harness is not installed: pip install 'compressed-embeddings[lm-eval]' (or lm-eval>=0.4.13,<0.5)."
+)
+
+
+def lm_eval_scores(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    tasks: str | Sequence[str],
+    *,
+    include_path: str | Path | None = None,
+    limit: int | float | None = None,
+    num_fewshot: int | None = None,
+    batch_size: int = 1,
+) -> dict[str, dict[str, float]]:
+    """Scores of a causal language model (compressed or not) on [lm-evaluation-harness](https://github.com/EleutherAI/lm-evaluation-harness)
+    tasks: the model object itself is wrapped in lm-eval's `HFLM` and run by `lm_eval.simple_evaluate`, so a
+    compressed model is scored exactly as it runs (codes, decoder and tied head), whatever its load path.
+
+    Args:
+        model (`torch.nn.Module`): A causal LM (`AutoModelForCausalLM`), on the device it should run on.
+        tokenizer: Its tokenizer.
+        tasks (`str` or `Sequence[str]`): lm-eval task (or group) names; a string is split at commas.
+        include_path (`str` or `Path`, *optional*): A folder of task YAML files of your own (lm-eval's
+            `--include_path`), e.g. a task over local text, which runs offline.
+        limit (`int` or `float`, *optional*): At most this many documents per task (a fraction below 1: that share);
+            for a quick look, not for a reported score.
+        num_fewshot (`int`, *optional*): Few-shot examples per prompt (default: each task's own).
+        batch_size (`int`, *optional*, defaults to 1): Requests per forward pass.
+
+    Returns:
+        `dict[str, dict[str, float]]`: for each task, its metrics as lm-eval names them (`"acc,none"`,
+        `"acc_stderr,none"`, `"word_perplexity,none"`, ...; stderr values lm-eval does not compute are left out).
+
+    Raises:
+        `ImportError`: lm-eval is not installed (`pip install 'compressed-embeddings[lm-eval]'`).
+        `ValueError`: a task lm-eval does not know (with `include_path`: nor that folder).
+
+    Example:
+
+    ```python
+    >>> from compressed_embeddings.evaluation import lm_eval_scores
+    >>> scores = lm_eval_scores(model, tokenizer, "my_task", include_path="my_tasks/")  # doctest: +SKIP
+    >>> scores["my_task"]["acc,none"]  # doctest: +SKIP
+    0.5
+    ```
+    """
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError as error:
+        raise ImportError(LM_EVAL_MISSING) from error
+    check_positive_int("batch_size", batch_size)
+    names = [name.strip() for name in tasks.split(",")] if isinstance(tasks, str) else list(tasks)
+    names = [name for name in names if name]
+    if not names:
+        raise ValueError("`tasks` names no lm-eval task.")
+    if include_path is not None and not Path(include_path).is_dir():
+        raise ValueError(f"include_path {include_path} is not a folder of task YAML files.")
+    task_manager = TaskManager(include_path=None if include_path is None else str(include_path))
+    known = set(task_manager.all_tasks)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        where = f" nor in {include_path}" if include_path is not None else ""
+        raise ValueError(f"lm-eval knows no task {', '.join(unknown)}{where} (`lm_eval ls tasks` lists them).")
+    # backend="causal": lm-eval does not know the compressed model types, which are causal LMs.
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size)
+    output = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=names,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        task_manager=task_manager,
+        log_samples=False,
+    )
+    return {
+        task: {
+            metric: float(value)
+            for metric, value in metrics.items()
+            if "," in metric and isinstance(value, (int, float)) and not isinstance(value, bool)
+        }
+        for task, metrics in output["results"].items()
     }

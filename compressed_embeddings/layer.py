@@ -30,6 +30,46 @@ def absmax_int8(values: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Ten
     return torch.round(values / scales.unsqueeze(dim)).clamp_(-127, 127).to(torch.int8), scales
 
 
+class DecoderLinear(nn.Module):
+    r"""
+    A linear layer of the decoder: `nn.Linear`'s parameters (`weight`, `out x in`, and `bias`), initialisation and
+    product (`F.linear`), and its state dict, but deliberately not an `nn.Linear` subclass.
+
+    Tools that act on every `nn.Linear` of a model take the layers of its body, and so leave this one alone, as they
+    leave [`Int8Linear`] alone: weight-only quantisers (torchao's `quantize_` and transformers' `TorchAoConfig`,
+    bitsandbytes) and PEFT's `target_modules="all-linear"`. The decoder is part of the stored embedding (its bytes are
+    counted in the compression ratio), and a tied head reads its weight to compute in code space
+    ([`CompressedOutputHead`]), which a quantised tensor subclass in its place would break.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> layer = DecoderLinear(4, 3)
+    >>> layer(torch.ones(2, 4)).shape, isinstance(layer, torch.nn.Linear)
+    (torch.Size([2, 3]), False)
+    ```
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+        bias_value = torch.empty(out_features, device=device, dtype=dtype) if bias else None
+        self.register_parameter("bias", None if bias_value is None else nn.Parameter(bias_value))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """`nn.Linear`'s initialisation (the same random draws, in the same order)."""
+        nn.Linear.reset_parameters(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
 class Int8Linear(nn.Module):
     r"""
     `nn.Linear` whose weight is stored as int8 with one float scale per input column, `weight = qweight * scales`
@@ -145,8 +185,9 @@ def build_decoder(
     dtype: torch.dtype | None = None,
     int8: bool = False,
 ) -> nn.Module:
-    """The decoder `code_dim -> *hidden_dims -> embedding_dim`: one `nn.Linear` (`Int8Linear` with `int8`) when
-    `hidden_dims` is empty."""
+    """The decoder `code_dim -> *hidden_dims -> embedding_dim`: one `DecoderLinear` (`Int8Linear` with `int8`) when
+    `hidden_dims` is empty. Its linear layers are never `nn.Linear`s, so that quantisers of the body leave them alone
+    (see `DecoderLinear`)."""
     if int8 and hidden_dims:
         raise ValueError("An int8 decoder is one linear layer: leave decoder_hidden_dims empty.")
     if int8:
@@ -156,7 +197,7 @@ def build_decoder(
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
         if i:
             layers.append(ACTIVATION_MODULES[activation]())
-        layers.append(nn.Linear(a, b, bias=bias, device=device, dtype=dtype))
+        layers.append(DecoderLinear(a, b, bias=bias, device=device, dtype=dtype))
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
 
 
@@ -289,7 +330,7 @@ class CompressedEmbedding(nn.Module):
             if self.codes is not None:
                 self.set_codes(torch.randn(self.codes.shape, device=self.codes.device) / math.sqrt(self.code_dim))
             for module in self.decoder.modules():
-                if isinstance(module, (nn.Linear, Int8Linear)):
+                if isinstance(module, (DecoderLinear, Int8Linear)):
                     module.reset_parameters()
 
     @torch.no_grad()
@@ -348,7 +389,7 @@ class CompressedEmbedding(nn.Module):
     @property
     def is_linear(self) -> bool:
         """Whether the decoder is a single linear map."""
-        return isinstance(self.decoder, (nn.Linear, Int8Linear))
+        return isinstance(self.decoder, (DecoderLinear, Int8Linear))
 
     @property
     def head_in_code_space(self) -> bool:

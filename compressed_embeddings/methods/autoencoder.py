@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..cards import PAPER, PAPER_BIBTEX, MethodText, parameter_rows
 from ..configuration import CompressedEmbeddingConfig
-from ..layer import build_decoder
+from ..layer import DecoderLinear, build_decoder
 from ..losses import direction_loss, l1_power
 from . import MethodConfig, MethodOutput, register_method
 from .svd import svd as svd_method
@@ -44,7 +44,7 @@ SMALL_BATCH_ENTRIES = 1 << 18
 
 
 def _svd_init(matrix: torch.Tensor, config: CompressedEmbeddingConfig, encoder: nn.Linear, decoder: nn.Module) -> None:
-    if not isinstance(decoder, nn.Linear):
+    if not isinstance(decoder, DecoderLinear):
         raise ValueError("init='svd' needs a linear decoder; leave decoder_hidden_dims empty or use init='random'.")
     svd_config = dataclasses.replace(config, method="svd", method_config=None, decoder_bias=config.use_decoder_bias)
     start = svd_method(matrix, svd_config, show_progress=False).decoder_state
