@@ -230,6 +230,9 @@ BAD_VALUES = [
     ("format_version", "1"),
     ("format_version", True),
     ("library_version", 1),
+    ("tensor_sha256", "abc"),
+    ("tensor_sha256", {"model.embed_tokens.codes": "0" * 63}),
+    ("tensor_sha256", {"model.embed_tokens.codes": "A" * 64}),
 ]
 
 
@@ -396,6 +399,7 @@ def _plausible_value(name):
         "embed_scale": st.floats(0.01, 100),
         "padding_idx": st.one_of(st.none(), st.integers(-5, 5)),
         "base_model": st.one_of(st.none(), st.text(max_size=8)),
+        "tensor_sha256": st.one_of(st.none(), st.dictionaries(st.text(max_size=8), st.just("0123456789abcdef" * 4))),
     }
     if name in plausible:
         return plausible[name]
