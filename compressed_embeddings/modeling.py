@@ -187,9 +187,10 @@ class CompressedModelMixin:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, *model_args, **kwargs):
         """`PreTrainedModel.from_pretrained`, stricter: a missing local path, a checkpoint of another family,
-        codes or decoder missing or of other shapes than config.json says (whatever `ignore_mismatched_sizes`)
-        and an unreadable safetensors file raise errors that say what to do. Pickle weights (`*.bin`) are
-        refused unless `use_safetensors=False` is passed. The codes stay frozen as `freeze_codes` says."""
+        codes or decoder missing or of other shapes than config.json says (whatever `ignore_mismatched_sizes`), an
+        unreadable safetensors file and stored values or bytes that are damaged (`_check_stored`) raise errors that say
+        what to do. Pickle weights (`*.bin`) are refused unless `use_safetensors=False` is passed. The codes stay
+        frozen as `freeze_codes` says."""
         source = pretrained_model_name_or_path
         _check_source(cls, source, kwargs)
         ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
@@ -231,8 +232,8 @@ class CompressedModelMixin:
     # -------------------------------------------------------------- saving
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus a complete `auto_map` and the code files, so that the
-        folder loads with `trust_remote_code=True` where this package is not installed; `push_to_hub=True` uploads
-        the folder once they are written."""
+        folder loads with `trust_remote_code=True` where this package is not installed, and the SHA-256 of the
+        compressed embedding's tensors in config.json; `push_to_hub=True` uploads the folder once they are written."""
         push = kwargs.pop("push_to_hub", False)
         hub = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "create_pr") if key in kwargs}
         block = dict(getattr(self.config, CONFIG_KEY))

@@ -124,7 +124,8 @@ def test_remote_code_imports_only_torch_and_transformers():
             else:
                 continue
             assert roots <= allowed_roots, f"{name} imports {roots - allowed_roots}"
-    assert total < 2200, f"remote code should stay small enough to audit ({total} lines)"
+    # 2,200 until the checks of stored values and their checksums (issue 21, ~100 lines) came in: 2,242 lines then
+    assert total < 2250, f"remote code should stay small enough to audit ({total} lines)"
 
 
 def test_a_transform_coded_checkpoint_loads_into_a_classifier_whose_backbone_is_built_by_auto(tmp_path):
