@@ -32,6 +32,7 @@ from .methods import MethodConfig, MethodOutput, register_method
 from .modeling import (
     CheckpointMismatchError,
     CorruptCheckpointError,
+    DamagedCheckpointError,
     NotACompressedCheckpointError,
     UnsafeCheckpointError,
     compressed_model_class,
@@ -52,6 +53,7 @@ __all__ = [
     "CompressedOutputHead",
     "CompressionReport",
     "CorruptCheckpointError",
+    "DamagedCheckpointError",
     "MethodConfig",
     "MethodOutput",
     "NotACompressedCheckpointError",

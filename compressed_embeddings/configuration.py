@@ -57,6 +57,11 @@ def is_number(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
+def _is_sha256(value: Any) -> bool:
+    """Whether `value` is a SHA-256 digest in lowercase hexadecimal."""
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
 def _check_format_version(version: Any, library_version: Any) -> None:
     """Refuse a block written in a newer format before reading anything else of it (its fields may have changed)."""
     if is_int(version) and version > FORMAT_VERSION:
@@ -133,6 +138,8 @@ class CompressedEmbeddingConfig:
         calibration_data (`str`, *optional*): What calibration statistics were measured on (filled; for the card).
         base_model (`str`, *optional*): Hub id of the compressed model, the card's `base_model` (filled when the
             source is a Hub id; set it to name a local copy's origin).
+        tensor_sha256 (`dict[str, str]`, *optional*): SHA-256 of the bytes of every stored tensor of the compressed
+            embedding(s), by weight name (written by `save_pretrained`, verified by `from_pretrained`).
 
     "Filled" fields are set by `compress_model` (or the method), not by hand.
 
@@ -172,6 +179,7 @@ class CompressedEmbeddingConfig:
     zero_padding_row: bool = field(default=False, metadata={"help": "The padding row decodes to zeros."})
     calibration_data: str | None = field(default=None, metadata={"help": "What calibration statistics came from."})
     base_model: str | None = field(default=None, metadata={"help": "Hub id of the model that was compressed."})
+    tensor_sha256: dict[str, str] | None = field(default=None, metadata={"help": "Checksums (written at save)."})
     format_version: int = field(default=FORMAT_VERSION, metadata={"help": "Version of this block's format."})
     library_version: str = field(default=__version__, metadata={"help": "compressed_embeddings that wrote it."})
 
@@ -294,6 +302,9 @@ class CompressedEmbeddingConfig:
             self._fail("base_model", "a Hub model id (str) or None")
         if self.calibration_data is not None and not isinstance(self.calibration_data, str):
             self._fail("calibration_data", "a description (str) or None")
+        digests = self.tensor_sha256
+        if digests is not None and not (isinstance(digests, dict) and all(map(_is_sha256, digests.values()))):
+            self._fail("tensor_sha256", "None or {weight name: 64 hexadecimal digits} (written at save)")
         if self.num_embeddings is not None and self.padding_idx is not None:
             if not -self.num_embeddings <= self.padding_idx < self.num_embeddings:
                 self._fail("padding_idx", f"an index in [0, {self.num_embeddings}) or None")

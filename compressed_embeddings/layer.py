@@ -1,9 +1,10 @@
 """The compressed token embedding (codes + decoder) and the output head that shares it.
 
-This file travels inside every saved checkpoint (remote code): it imports only torch and single-dot
-siblings.
+This file travels inside every saved checkpoint (remote code): it imports only the standard library, torch and
+single-dot siblings.
 """
 
+import hashlib
 import math
 
 import torch
@@ -68,6 +69,11 @@ class DecoderLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def sha256(tensor: torch.Tensor) -> str:
+    """The SHA-256 (hexadecimal) of a tensor's bytes, as a safetensors file stores them (row-major)."""
+    return hashlib.sha256(tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()).hexdigest()
 
 
 class Int8Linear(nn.Module):
@@ -358,6 +364,29 @@ class CompressedEmbedding(nn.Module):
                 self.decoder.bias.copy_(state["bias"])
         else:
             self.decoder.load_state_dict(state)
+
+    def stored_problems(self, tensors: dict[str, torch.Tensor]) -> dict[str, str]:
+        """What is wrong with stored tensors of this layer (`{state-dict name: tensor}`, as a checkpoint holds them),
+        that their shapes cannot show: non-finite floats, int8 values of -128 (absmax rounding writes -127..127),
+        scales <= 0, row tiers out of range or other than `tier_sizes`. `{name: what is wrong}`; empty if nothing."""
+        problems = {}
+        for name, tensor in tensors.items():
+            if tensor.is_floating_point() and not (finite := torch.isfinite(tensor)).all():
+                first = tuple((~finite).nonzero()[0].tolist())
+                problems[name] = f"holds {int((~finite).sum())} NaN or infinite value(s) (the first at {first})"
+            elif tensor.dtype == torch.int8 and (tensor == -128).any():
+                problems[name] = f"holds {int((tensor == -128).sum())} value(s) -128, which int8 rounding never writes"
+            elif name.endswith("scales") and (tensor <= 0).any():
+                problems[name] = f"holds {int((tensor <= 0).sum())} scale(s) <= 0 (scales are positive)"
+        tiers = tensors.get("packed.row_tiers") if self.codes is None else None
+        if tiers is not None:
+            tiers, count = tiers.long(), len(self.packed.bits)
+            if (wrong := (tiers < 0) | (tiers >= count)).any():
+                row = int(wrong.nonzero()[0])
+                problems["packed.row_tiers"] = f"gives row {row} tier {int(tiers[row])}; config.json has {count} tiers"
+            elif (sizes := torch.bincount(tiers, minlength=count).tolist()) != self.packed.tier_sizes:
+                problems["packed.row_tiers"] = f"puts {sizes} rows in the tiers, config.json {self.packed.tier_sizes}"
+        return problems
 
     # ------------------------------------------------------------------ sizes
     def stored_parameters(self) -> int:

@@ -30,7 +30,7 @@ from .configuration import (
     CompressedEmbeddingConfigError,
     compressed_config_class,
 )
-from .layer import CompressedEmbedding, CompressedOutputHead
+from .layer import CompressedEmbedding, CompressedOutputHead, sha256
 from .version import __version__
 
 logger = logging.get_logger(__name__)
@@ -62,8 +62,14 @@ class UnsafeCheckpointError(OSError):
     """A checkpoint has pickle weights (`*.bin`) only; they are refused unless `use_safetensors=False` is passed."""
 
 
-class CorruptCheckpointError(OSError):
-    """A checkpoint's safetensors file cannot be read (corrupted or truncated)."""
+class DamagedCheckpointError(OSError):
+    """A checkpoint's files are damaged: unreadable, or a tensor of its compressed embedding holds values no save
+    writes or other bytes than its SHA-256 recorded at save. The message names the file, the tensor, what is wrong
+    and what to do (download it again or re-create it)."""
+
+
+class CorruptCheckpointError(DamagedCheckpointError):
+    """A checkpoint's safetensors file cannot be read at all (corrupted or truncated)."""
 
 
 _RECREATE = "re-create the checkpoint with `compressed-embeddings compress BASE_MODEL --output DIR`"
@@ -200,9 +206,10 @@ class CompressedModelMixin:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path=None, *model_args, **kwargs):
         """`PreTrainedModel.from_pretrained`, stricter: a missing local path, a checkpoint of another family,
-        codes or decoder missing or of other shapes than config.json says (whatever `ignore_mismatched_sizes`)
-        and an unreadable safetensors file raise errors that say what to do. Pickle weights (`*.bin`) are
-        refused unless `use_safetensors=False` is passed. The codes stay frozen as `freeze_codes` says."""
+        codes or decoder missing or of other shapes than config.json says (whatever `ignore_mismatched_sizes`), an
+        unreadable safetensors file and stored values or bytes that are damaged (`_check_stored`) raise errors that say
+        what to do. Pickle weights (`*.bin`) are refused unless `use_safetensors=False` is passed. The codes stay
+        frozen as `freeze_codes` says."""
         source = pretrained_model_name_or_path
         _check_source(cls, source, kwargs)
         ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
@@ -226,6 +233,7 @@ class CompressedModelMixin:
                 f"interrupted download or copy?): download it again (`force_download=True`) or {_RECREATE}."
             ) from error
         _check_loaded(model, info, ignore_mismatched, source)
+        _check_stored(model, source, kwargs)
         for name, layer in compressed_layers(model).items():
             if layer.codes is not None:
                 layer.codes.requires_grad_(not compressed_spec(model.config).freeze_codes)
@@ -243,12 +251,14 @@ class CompressedModelMixin:
     # -------------------------------------------------------------- saving
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus a complete `auto_map` and the code files, so that the
-        folder loads with `trust_remote_code=True` where this package is not installed; `push_to_hub=True` uploads
-        the folder once they are written."""
+        folder loads with `trust_remote_code=True` where this package is not installed, and the SHA-256 of the
+        compressed embedding's tensors in config.json; `push_to_hub=True` uploads the folder once they are written."""
         push = kwargs.pop("push_to_hub", False)
         hub = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "create_pr") if key in kwargs}
         block = dict(getattr(self.config, CONFIG_KEY))
         block["library_version"] = __version__
+        if kwargs.get("is_main_process", True):  # checksums of the tensors about to be written
+            block["tensor_sha256"] = tensor_sha256(self, kwargs.get("state_dict"))
         setattr(self.config, CONFIG_KEY, block)
         self.config.auto_map = auto_map(type(self).base_model_class)
         result = super().save_pretrained(save_directory, *args, **kwargs)
@@ -320,14 +330,66 @@ class CompressedModelMixin:
 def _checkpoint_files(source, kwargs: dict) -> list[str]:
     """The safetensors files `from_pretrained` read for `source` (a local folder or a Hub id already in the cache)."""
     hub = {k: kwargs[k] for k in ("cache_dir", "revision", "subfolder", "token") if kwargs.get(k) is not None}
-    single = cached_file(source, "model.safetensors", _raise_exceptions_for_missing_entries=False, **hub)
+    name = f"model.{kwargs['variant']}" if kwargs.get("variant") else "model"
+    single = cached_file(source, f"{name}.safetensors", _raise_exceptions_for_missing_entries=False, **hub)
     if single:
         return [single]
-    index = cached_file(source, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False, **hub)
+    index = cached_file(source, f"{name}.safetensors.index.json", _raise_exceptions_for_missing_entries=False, **hub)
     if not index:
         return []
     shards = json.loads(Path(index).read_text())["weight_map"].values()
     return sorted({str(Path(index).parent / name) for name in shards})
+
+
+def tensor_sha256(model: PreTrainedModel, state_dict: dict | None = None) -> dict[str, str] | None:
+    """The SHA-256 of every tensor of the model's compressed embeddings, by the weight name `save_pretrained` writes
+    (from `state_dict` where one is given to it); None when there are none, or they are not in memory (meta)."""
+    prefixes = tuple(f"{name}." for name, module in model.named_modules() if isinstance(module, CompressedEmbedding))
+    state = model.state_dict() if state_dict is None else state_dict
+    tensors = {key: tensor for key, tensor in state.items() if key.startswith(prefixes)}
+    if not tensors or any(tensor.device.type == "meta" for tensor in tensors.values()):
+        return None
+    return {key: sha256(tensor) for key, tensor in sorted(tensors.items())}
+
+
+def _check_stored(model: PreTrainedModel, source, kwargs: dict) -> None:
+    """Refuse a checkpoint whose compressed embeddings hold values no save writes (`CompressedEmbedding.
+    stored_problems`), or other bytes than the SHA-256 recorded in config.json at save (`tensor_sha256`), as its files
+    store them (whatever dtype the model is loaded in; nothing is checked where no file is found: a state dict)."""
+    spec, prefix = compressed_spec(model.config), getattr(model, "base_model_prefix", "") + "."
+    digests, problems, tensors, files = spec.tensor_sha256 or {}, {}, {}, {}
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(OSError, ValueError):  # no files to read: nothing checked
+            for path in [] if source is None or kwargs.get("gguf_file") else _checkpoint_files(source, kwargs):
+                handle = stack.enter_context(safe_open(path, "pt"))
+                files.update(dict.fromkeys(handle.keys(), (path, handle)))
+
+        def read(key: str) -> torch.Tensor:  # as the checkpoint stores it, read once
+            if key not in tensors:
+                tensors[key] = files[key][1].get_tensor(key)
+            return tensors[key]
+
+        for name, layer in [item for item in model.named_modules() if isinstance(item[1], CompressedEmbedding)]:
+            stored = {}  # the layer's state-dict names -> weight names in the files
+            for key in layer.state_dict():
+                full = f"{name}.{key}"  # saved by another head class: with or without the base model's prefix
+                if found := next(filter(files.__contains__, (full, prefix + full, full.removeprefix(prefix))), None):
+                    stored[key] = found
+            for key, what in layer.stored_problems({k: read(w) for k, w in stored.items()}).items():
+                problems[stored[key]] = what
+        for key, expected in digests.items() if files else ():
+            if key not in files or sha256(read(key)) != expected:
+                problems.setdefault(key, "is missing from the weights" if key not in files else "holds other bytes "
+                                    "than were saved: its SHA-256 is not the one config.json records")  # fmt: skip
+    if not (digests and files):
+        reason = "no checksums in config.json: saved before they were written; values checked" if files else "no file"
+        logger.info(f"{source}: the bytes of the compressed embedding are not verified ({reason}).")
+    if problems:
+        listed = "; ".join(f"{files.get(key, (source,))[0]}, tensor {key!r} {what}" for key, what in problems.items())
+        raise DamagedCheckpointError(
+            f"The checkpoint {source} is damaged: {listed}. Loaded, it would give wrong outputs without an error, so "
+            f"it is refused. Download it again (`from_pretrained(..., force_download=True)`) or {_RECREATE}."
+        )
 
 
 def _build_runtime_from_checkpoint(

@@ -5,6 +5,10 @@ place only when complete. On an error, Ctrl-C or SIGTERM (as [`Terminated`], onc
 folder is removed, so the destination is either absent (or, with `overwrite`, the previous one, untouched) or
 complete. The final move is not cut in half by a signal: one arriving then is noted, and the output is complete.
 
+Only SIGKILL or a power cut leave a temporary folder behind. Its name records the process that wrote it
+(`.OUT.tmp-<pid>-<host>-XXXXXXXX`, host: a hash of this machine's name), so the next `write_atomically` into the same
+folder removes the ones it can prove dead, with a note on stderr ([`remove_stale_staging`]).
+
 Example:
 
 ```python
@@ -20,15 +24,21 @@ done ['out']
 
 import contextlib
 import os
+import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["OutputExistsError", "Terminated", "signals_deferred", "write_atomically"]
+__all__ = ["OutputExistsError", "Terminated", "remove_stale_staging", "signals_deferred", "write_atomically"]
+
+#: The name of a staging folder of `write_atomically`: `.OUT.tmp-<pid>-<host>-` + `tempfile.mkdtemp`'s 8 characters.
+STAGING_NAME = re.compile(r"\.(?P<output>.+)\.tmp-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-\w{8}")
 
 
 class Terminated(KeyboardInterrupt):
@@ -61,6 +71,45 @@ def signals_deferred() -> Iterator[list[int]]:
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
+def _host() -> str:
+    """A short hash of this machine's name, so that a staging folder on a shared file system is judged only by the
+    machine whose processes it names."""
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` may exist on this machine: False only when the system says there is no such process (a
+    zombie, another user's process, or a pid the check cannot take count as alive)."""
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, the system only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # PermissionError: another user's process
+        pass
+    return True
+
+
+def remove_stale_staging(parent: Path) -> list[Path]:
+    """Remove the staging folders of `write_atomically` in `parent` whose process is provably gone (killed by SIGKILL
+    or a power cut before it could clean up): named by this module (`STAGING_NAME`), by a process of this machine that
+    no longer exists. Anything else is left: folders of running processes or of other machines, other names (older
+    releases' `.OUT.tmp-XXXXXXXX` too), files. Prints a note on stderr for each folder removed, and returns them."""
+    removed = []
+    for path in sorted(parent.iterdir()) if os.name == "posix" and parent.is_dir() else ():
+        match = STAGING_NAME.fullmatch(path.name)
+        if not match or match["host"] != _host() or path.is_symlink() or not path.is_dir():
+            continue
+        if not _alive(int(match["pid"])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            print(
+                f"note: removed {path}, the temporary folder of an earlier run (process {match['pid']}, which no "
+                "longer runs: killed or the machine stopped) that could not clean up after itself",
+                file=sys.stderr,
+            )
+    return removed
+
+
 def _publish(staging: Path, output: Path, overwrite: bool, doing: str) -> None:
     """Move the complete `staging` folder to `output`. An existing `output` is replaced only with `overwrite`, and
     is put back if the move fails."""
@@ -90,12 +139,15 @@ def write_atomically(
     complete; it is put back if the move fails), else [`OutputExistsError`] (`doing` says what was being done, for its
     message). On an error, Ctrl-C or SIGTERM the temporary folder is removed, so `output` is either absent (or
     untouched) or complete; an error other than those two is announced on stderr before it propagates. A signal
-    arriving during the final move is deferred and noted on stdout: the output is complete.
+    arriving during the final move is deferred and noted on stdout: the output is complete. Temporary folders that
+    killed runs left next to `output` are removed first ([`remove_stale_staging`]).
     """
     output.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(output.parent)
     staging = None
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+        prefix = f".{output.name}.tmp-{os.getpid()}-{_host()}-"
+        staging = Path(tempfile.mkdtemp(prefix=prefix, dir=output.parent))
         write(staging)
         with signals_deferred() as received:
             _publish(staging, output, overwrite, doing)

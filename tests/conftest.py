@@ -188,3 +188,20 @@ def _small_calibration(request, monkeypatch):
         import compressed_embeddings.calibration as calibration
 
         monkeypatch.setattr(calibration, "CALIBRATION_TOKENS", 1024)
+
+
+def flip_bit(path, key: str) -> int:
+    """Flip the lowest bit of one byte in the middle of tensor `key`'s data in the safetensors file `path` (the first
+    byte of an element, so a float changes by one unit in the last place; never into an int8 -128), as a bad disk or
+    transfer would, the header untouched. Returns the file offset of the byte."""
+    data = bytearray(Path(path).read_bytes())
+    size = int.from_bytes(data[:8], "little")
+    entry = json.loads(data[8 : 8 + size])[key]
+    width = {"F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1}[entry["dtype"]]
+    start, end = (8 + size + offset for offset in entry["data_offsets"])
+    position = start + (end - start) // 2 // width * width
+    while entry["dtype"] == "I8" and data[position] ^ 1 == 0x80:
+        position += 1
+    data[position] ^= 1
+    Path(path).write_bytes(data)
+    return position

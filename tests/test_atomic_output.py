@@ -28,7 +28,7 @@ def source(tmp_path_factory):
 
 
 def leftovers(folder):
-    """Hidden temporary folders (`.out.tmp-*`, `.out.old-*`) left next to the output."""
+    """Hidden temporary folders (`.out.tmp-<pid>-<host>-*`, `.out.old-*`) left next to the output."""
     return sorted(path.name for path in folder.iterdir() if path.name.startswith("."))
 
 
@@ -70,6 +70,51 @@ def test_signal_during_a_real_run_leaves_nothing(source, tmp_path, sig, status, 
     assert "Traceback" not in message
     assert not output.exists()
     assert leftovers(tmp_path) == []
+
+
+def test_sigkill_leaves_a_folder_that_the_next_compress_removes(source, tmp_path, capsys):
+    """SIGKILL cannot be caught: the run's temporary folder stays, named after its process; the next compress into the
+    same folder removes it, since that process is gone, and says so."""
+    writing = """
+import sys, time
+from pathlib import Path
+from compressed_embeddings.publishing import write_atomically
+write_atomically(Path(sys.argv[1]), lambda staging: ((staging / "model.safetensors").touch(), time.sleep(600)),
+                 overwrite=False)
+"""
+    process = subprocess.Popen([sys.executable, "-c", writing, str(tmp_path / "out")])
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.tmp-*/model.safetensors")):  # it is writing
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    process.kill()
+    process.wait(timeout=60)  # reaped: the process no longer exists
+    (stale,) = leftovers(tmp_path)
+    assert stale.startswith(f".out.tmp-{process.pid}-")
+    assert cli.main(["compress", str(source), "--output", str(tmp_path / "other"), *SVD]) == 0
+    assert f"note: removed {tmp_path / stale}, the temporary folder of an earlier run (process {process.pid}" in (
+        capsys.readouterr().err
+    )
+    assert leftovers(tmp_path) == [] and (tmp_path / "other" / "model.safetensors").exists()
+
+
+def test_only_provably_dead_temporary_folders_are_removed(tmp_path, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = publishing._host()
+    other_host = f"{(int(host, 16) + 1) % 2**32:08x}"
+    names = {
+        f".a.tmp-{dead.stdout.strip()}-{host}-abcd_123": False,  # removed: its process has exited
+        f".a.tmp-{os.getpid()}-{host}-abcd_124": True,  # a live process (this one)
+        f".a.tmp-{dead.stdout.strip()}-{other_host}-abcd_125": True,  # another machine's (a shared file system)
+        ".a.tmp-abcd_126": True,  # an older release's name: whose it is cannot be known
+        ".a.old-abcd_127": True,  # a previous output moved aside: never removed
+        "a.tmp-1-00000000-abcd_128": True,  # not hidden: not ours
+    }
+    for name in names:
+        (tmp_path / name).mkdir()
+    assert publishing.remove_stale_staging(tmp_path) == [tmp_path / next(iter(names))]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(name for name, kept in names.items() if kept)
+    assert capsys.readouterr().err.count("note: removed") == 1
 
 
 def _save_then(exception):

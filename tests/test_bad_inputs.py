@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import flip_bit, tiny_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
@@ -33,6 +33,7 @@ from compressed_embeddings import (
     CompressedEmbeddingConfig,
     CompressedEmbeddingConfigError,
     CorruptCheckpointError,
+    DamagedCheckpointError,
     NotACompressedCheckpointError,
     UnsafeCheckpointError,
     UnsupportedModelError,
@@ -57,13 +58,18 @@ class CliExit(Exception):
 # ---------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
-    """A stock llama folder, a stock bert folder and a compressed llama checkpoint, written once."""
+    """A stock llama folder, a stock bert folder and compressed llama checkpoints (float codes, int8 codes, packed
+    codes with an int8 decoder), written once."""
     root = tmp_path_factory.mktemp("sources")
     tiny_model("llama").save_pretrained(root / "stock")
     tiny_model("bert").save_pretrained(root / "stock_bert")
-    compress_model(tiny_model("llama"), CompressedEmbeddingConfig(**SVD8), show_progress=False).save_pretrained(
-        root / "compressed"
-    )
+    for name, config in (
+        ("compressed", CompressedEmbeddingConfig(**SVD8)),
+        ("int8", CompressedEmbeddingConfig(**SVD8, codes_dtype="int8")),
+        ("packed", CompressedEmbeddingConfig(compression_ratio=4, kl_steps=2)),
+    ):
+        model = tiny_model("llama", vocab_size=1024 if name == "packed" else 99)
+        compress_model(model, config, calibration=None, show_progress=False).save_pretrained(root / name)
     return root
 
 
@@ -88,9 +94,9 @@ class Context:
         (folder / "config.json").write_text(json.dumps(config))
         return folder
 
-    def edit_weights(self, edit: Callable[[dict], None]) -> Path:
-        """A copy of the compressed checkpoint whose model.safetensors tensors are edited."""
-        folder = self.copy()
+    def edit_weights(self, edit: Callable[[dict], None], name: str = "compressed") -> Path:
+        """A copy of a compressed checkpoint whose model.safetensors tensors are edited (config.json untouched)."""
+        folder = self.copy(name)
         tensors = load_file(folder / "model.safetensors")
         edit(tensors)
         save_file({k: v.contiguous() for k, v in tensors.items()}, folder / "model.safetensors", {"format": "pt"})
@@ -101,6 +107,12 @@ class Context:
         folder = self.copy(name)
         path = folder / "model.safetensors"
         path.write_bytes(damage(path.read_bytes()))
+        return folder
+
+    def flip_bit(self, key: str, name: str = "compressed") -> Path:
+        """A copy of a compressed checkpoint with one bit of tensor `key` flipped in model.safetensors."""
+        folder = self.copy(name)
+        flip_bit(folder / "model.safetensors", key)
         return folder
 
     def cli(self, *args: str) -> None:
@@ -191,6 +203,20 @@ def _shrink_codes(tensors: dict) -> None:
 
 def _drop_codes(tensors: dict) -> None:
     del tensors["model.embed_tokens.codes"]
+
+
+def _set_weight(key: str, index, value):
+    """An edit of the weights setting `model.embed_tokens.<key>[index]` (`value` may be a function of the old one)."""
+
+    def edit(tensors: dict) -> None:
+        tensor = tensors[f"model.embed_tokens.{key}"]
+        tensor[index] = value(tensor[index]) if callable(value) else value
+
+    return edit
+
+
+#: What a damaged checkpoint's error says besides what is wrong: the file and what to do.
+DAMAGED = ("is damaged: .*model.safetensors, tensor", "Download it again", "re-create the checkpoint")
 
 
 # ---------------------------------------------------------------------------------------------- the matrix
@@ -430,6 +456,64 @@ CASES = [
         lambda c: CompressedLlama.from_pretrained(c.edit_weights(_drop_codes)),
         CheckpointMismatchError,
         ("model.embed_tokens.codes: missing", "random values", "re-create the checkpoint"),
+    ),
+    # -- stored values that no save writes, and bytes other than those saved (their SHA-256 in config.json)
+    Case(
+        "packed codes: a tier id out of range in row_tiers",
+        lambda c: CompressedLlama.from_pretrained(c.edit_weights(_set_weight("packed.row_tiers", 17, 200), "packed")),
+        DamagedCheckpointError,
+        (r"'model.embed_tokens.packed.row_tiers' gives row 17 tier 200; config.json has \d+ tiers", *DAMAGED),
+    ),
+    Case(
+        "packed codes: rows per tier other than tier_sizes",
+        lambda c: CompressedLlama.from_pretrained(
+            c.edit_weights(_set_weight("packed.row_tiers", 17, lambda tier: 1 - tier.clamp(max=1)), "packed")
+        ),
+        DamagedCheckpointError,
+        (r"row_tiers' puts \[.*\] rows in the tiers, config.json \[", *DAMAGED),
+    ),
+    Case(
+        "packed codes: a NaN in a codebook (AutoModel)",
+        lambda c: AutoModelForCausalLM.from_pretrained(
+            c.edit_weights(_set_weight("packed.codebooks.0", 1, float("nan")), "packed")
+        ),
+        DamagedCheckpointError,
+        (
+            r"'model.embed_tokens.packed.codebooks.0' holds 1 NaN or infinite value\(s\) \(the first at \(1,\)\)",
+            *DAMAGED,
+        ),
+    ),
+    Case(
+        "packed codes: one flipped bit in the planes (checksum)",
+        lambda c: CompressedLlama.from_pretrained(c.flip_bit("model.embed_tokens.packed.planes.0", "packed")),
+        DamagedCheckpointError,
+        ("'model.embed_tokens.packed.planes.0' holds other bytes than were saved: its SHA-256", *DAMAGED),
+    ),
+    Case(
+        "float codes: an infinite value",
+        lambda c: CompressedLlama.from_pretrained(c.edit_weights(_set_weight("codes", (5, 3), float("inf")))),
+        DamagedCheckpointError,
+        (r"'model.embed_tokens.codes' holds 1 NaN or infinite value\(s\) \(the first at \(5, 3\)\)", *DAMAGED),
+    ),
+    Case(
+        "float codes: one flipped bit (checksum)",
+        lambda c: AutoModelForCausalLM.from_pretrained(c.flip_bit("model.embed_tokens.codes")),
+        DamagedCheckpointError,
+        ("'model.embed_tokens.codes' holds other bytes than were saved", *DAMAGED),
+    ),
+    Case(
+        "int8 codes: a scale <= 0 (AutoModel)",
+        lambda c: AutoModelForCausalLM.from_pretrained(c.edit_weights(_set_weight("code_scales", 7, 0.0), "int8")),
+        DamagedCheckpointError,
+        (r"'model.embed_tokens.code_scales' holds 1 scale\(s\) <= 0", *DAMAGED),
+    ),
+    Case(
+        "int8 decoder: a NaN in its scales",
+        lambda c: CompressedLlama.from_pretrained(
+            c.edit_weights(_set_weight("decoder.scales", 2, float("nan")), "packed")
+        ),
+        DamagedCheckpointError,
+        (r"'model.embed_tokens.decoder.scales' holds 1 NaN", *DAMAGED),
     ),
     # -- checkpoint and class of different kinds
     Case(

@@ -230,6 +230,9 @@ BAD_VALUES = [
     ("format_version", "1"),
     ("format_version", True),
     ("library_version", 1),
+    ("tensor_sha256", "abc"),
+    ("tensor_sha256", {"model.embed_tokens.codes": "0" * 63}),
+    ("tensor_sha256", {"model.embed_tokens.codes": "A" * 64}),
 ]
 
 
@@ -396,6 +399,7 @@ def _plausible_value(name):
         "embed_scale": st.floats(0.01, 100),
         "padding_idx": st.one_of(st.none(), st.integers(-5, 5)),
         "base_model": st.one_of(st.none(), st.text(max_size=8)),
+        "tensor_sha256": st.one_of(st.none(), st.dictionaries(st.text(max_size=8), st.just("0123456789abcdef" * 4))),
     }
     if name in plausible:
         return plausible[name]
@@ -446,6 +450,10 @@ def test_from_dict_round_trips_or_raises_config_error(data, require_resolved):
             assert out[name] == 10.0
         elif name == "format_version":  # read into the current format; written as 2 unless it needs 3 (output_head)
             assert config.format_version == FORMAT_VERSION and out[name] == 2
+        elif name == "decoder_bias" and value is None and data.get("format_version") == 1:  # format 1's rule
+            assert out[name] == (config.method != "svd")
+        elif name == "codes_dtype" and value is None and getattr(config.method_class, "packed_codes", False):
+            assert out[name] == "packed"  # the method's storage
         elif name == "decoder_hidden_dims" and isinstance(value, tuple):
             assert out[name] == list(value)
         else:

@@ -123,7 +123,7 @@ def test_remote_code_imports_only_torch_and_transformers():
     from compressed_embeddings.modeling import CODE_FILES
 
     allowed_roots = {"torch", "transformers", "safetensors", "contextlib", "json", "math", "shutil", "pathlib"}
-    allowed_roots |= {"dataclasses", "typing"}
+    allowed_roots |= {"dataclasses", "typing", "hashlib"}
     total = 0
     for name in CODE_FILES:
         source = (REPO / "compressed_embeddings" / name).read_text()
@@ -139,8 +139,9 @@ def test_remote_code_imports_only_torch_and_transformers():
             else:
                 continue
             assert roots <= allowed_roots, f"{name} imports {roots - allowed_roots}"
-    # 2,140 lines after issue 18; untied output heads with codes of their own added 62
-    assert total < 2250, f"remote code should stay small enough to audit ({total} lines)"
+    # 2,140 lines after issue 18; untied output heads with codes of their own added 62, the checks of stored
+    # values and their checksums (issue 21) about 100
+    assert total < 2400, f"remote code should stay small enough to audit ({total} lines)"
 
 
 def test_a_transform_coded_checkpoint_loads_into_a_classifier_whose_backbone_is_built_by_auto(tmp_path):

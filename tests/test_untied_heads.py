@@ -156,3 +156,19 @@ def test_dry_run_counts_the_untied_head(tmp_path):
         written = sum(f.get_tensor(key).nbytes for key in f.keys())
     assert sizes.exact and sizes.head_stored_bytes == compressed.compression_report.output_head.stored_bytes
     assert sizes.checkpoint_weight_bytes == written
+
+
+def test_a_damaged_untied_head_is_refused(tmp_path):
+    """The checksums and value checks cover the head's own codes as well as the input embedding's."""
+    from safetensors.torch import load_file, save_file
+
+    from compressed_embeddings import DamagedCheckpointError
+
+    model = compress_model(_untied_llama(), CompressedEmbeddingConfig(method="svd", code_dim=8), show_progress=False)
+    model.save_pretrained(tmp_path)
+    assert "lm_head.embedding.codes" in model.config.compressed_embedding["tensor_sha256"]
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    weights["lm_head.embedding.codes"][3, 1] += 1.0
+    save_file(weights, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(DamagedCheckpointError, match="lm_head.embedding.codes"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
